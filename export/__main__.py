@@ -1,0 +1,3 @@
+from bitexport.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,117 @@
+"""BitLinear: the BitNet b1.58 linear, for training and for inference/export.
+
+The arithmetic (BitNet b1.58, W1.58A8):
+    gamma = mean|W|,  Wq = clip(round(W / gamma), -1, 1)            (per tensor, absmean)
+    s = 127 / max|x|, xq = clip(round(x * s), -128, 127)            (per token, absmax int8)
+    y = ((xq . Wq) / s) * gamma
+
+The inference form computes `xq . Wq` on integer-valued floats, which is exact in float32 while
+|sum| < 2**24, and then applies `/ s` and `* gamma` in that order: the packed C++ kernel of
+runtime_ops does the same operations in the same order, so the two agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACT_EPS = 1e-5  # clamp of max|x| and mean|W|, as in the published code and transformers
+
+
+def absmean_ternarize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ternary codes (int8 in {-1, 0, 1}) and the per-tensor scale gamma (float32 [1])."""
+    w = weight.detach().float()
+    # Written as transformers and the 1bitLLM code write it: round(W * (1/gamma)), rescaled by
+    # 1 / (1/gamma), so codes and scale match theirs to the bit.
+    inv = 1.0 / w.abs().mean().clamp(min=ACT_EPS)
+    codes = (w * inv).round().clamp(-1, 1).to(torch.int8)
+    return codes, (1.0 / inv).reshape(1)
+
+
+def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token absmax int8: integer-valued float32 codes and the scale s (keepdim)."""
+    m = x.abs().amax(dim=-1, keepdim=True).clamp(min=ACT_EPS)
+    # full_like(...) / m is a true division; `127.0 / m` would run as 127 * reciprocal(m), which
+    # rounds differently from the C++ kernel's 127.0f / m.
+    s = torch.full_like(m, 127.0) / m
+    return (x * s).round().clamp(-128, 127), s
+
+
+class _RoundSTE(torch.autograd.Function):
+    """round() whose gradient is the identity: the straight-through estimator."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        return x.round()
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return grad
+
+
+def _fake_quant_activations(x: torch.Tensor) -> torch.Tensor:
+    s = 127.0 / x.detach().abs().amax(dim=-1, keepdim=True).clamp(min=ACT_EPS)
+    return _RoundSTE.apply(x * s).clamp(-128, 127) / s
+
+
+def _fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
+    inv = 1.0 / w.detach().abs().mean().clamp(min=ACT_EPS)
+    return _RoundSTE.apply(w * inv).clamp(-1, 1) / inv
+
+
+class BitLinear(nn.Module):
+    """A bias-free linear layer with ternary weights and int8 per-token activations.
+
+    Two states:
+    - training: `weight` is a full-precision shadow parameter; the forward pass quantizes weights
+      (absmean) and activations (absmax) with straight-through gradients.
+    - frozen (inference/export): `codes` (int8 [out, in] in {-1, 0, 1}) and `scale` (float32 [1],
+      gamma) are buffers; `weight` is None. Lowering passes read these and replace the module.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, trainable: bool = False) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        if trainable:
+            self.weight: nn.Parameter | None = nn.Parameter(torch.empty(out_features, in_features))
+            nn.init.normal_(self.weight, std=0.02)
+            self.register_buffer("codes", None)
+            self.register_buffer("scale", None)
+        else:
+            self.weight = None
+            self.register_buffer("codes", torch.zeros(out_features, in_features, dtype=torch.int8))
+            self.register_buffer("scale", torch.ones(1))
+
+    @classmethod
+    def from_ternary(cls, codes: torch.Tensor, scale: torch.Tensor | float) -> "BitLinear":
+        out_features, in_features = codes.shape
+        m = cls(in_features, out_features)
+        m.codes.copy_(codes.to(torch.int8))
+        m.scale.copy_(torch.as_tensor(scale, dtype=torch.float32).reshape(1))
+        return m
+
+    @property
+    def frozen(self) -> bool:
+        return self.weight is None
+
+    def freeze(self) -> None:
+        """Replace the shadow weight with its ternary codes and scale (training -> inference)."""
+        if self.frozen:
+            return
+        codes, gamma = absmean_ternarize(self.weight)
+        self.weight = None
+        self.codes = codes.to(gamma.device)
+        self.scale = gamma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight is not None:
+            return F.linear(_fake_quant_activations(x), _fake_quant_weight(self.weight))
+        xq, s = quantize_activations(x.float())
+        acc = F.linear(xq, self.codes.float())
+        return (acc / s) * self.scale
+
+    def extra_repr(self) -> str:
+        state = "frozen" if self.frozen else "training"
+        return f"in_features={self.in_features}, out_features={self.out_features}, {state}"
