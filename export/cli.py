@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -178,11 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="overwrite an existing folder")
     t.set_defaults(func=_cmd_make_tiny)
 
-    try:
-        from bitexport.train import register
-    except ImportError:
-        register = None
-    if register is not None:
+    # subcommands that live with their own code (training recipe, benchmark suite)
+    for module in ("bitexport.train", "bitexport.bench.cli"):
+        try:
+            register = importlib.import_module(module).register
+        except (ImportError, AttributeError):
+            continue
         register(sub)
     return p
 

@@ -131,3 +131,25 @@ def test_hf_packing_matches_transformers(out_features):
     if out_features % 4 == 0:  # transformers leaves padding rows as 0 bits; ours stores code 1 (weight 0)
         assert torch.equal(ours, theirs)
     assert torch.equal(unpack_rows(ours, out_features), codes)
+
+
+def test_sharded_checkpoint_loads_like_single_file(tiny_hf, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    for f in ("config.json", "tokenizer.json"):
+        shutil.copy(tiny_hf / f, sharded / f)
+    tensors = load_file(str(tiny_hf / "model.safetensors"))
+    names = sorted(tensors)
+    half = len(names) // 2
+    weight_map = {}
+    for i, part in enumerate((names[:half], names[half:])):
+        fname = f"model-0000{i + 1}-of-00002.safetensors"
+        save_file({k: tensors[k] for k in part}, str(sharded / fname))
+        weight_map.update({k: fname for k in part})
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    a, b = load_model(tiny_hf).model, load_model(sharded).model
+    toks = _tokens(a.config.vocab_size)
+    with torch.no_grad():
+        assert torch.equal(a(toks, torch.tensor([0])), b(toks, torch.tensor([0])))
