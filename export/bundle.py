@@ -84,6 +84,26 @@ def staged_bundle(out: Path, force: bool) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def tokenizer_adds_bos(tokenizer_json: Path, bos_token_id: int | None) -> bool:
+    """Whether the tokenizer's post-processor puts BOS in front of a prompt.
+
+    `bitexport run` encodes with the post-processor; ExecuTorch's LLM runners (Android LlmModule,
+    iOS TextRunner) never apply it and take a BOS count instead, so the manifest records the
+    count the phone apps must pass to see the same prompt ids (export/manifest.schema.json).
+    """
+    if bos_token_id is None:
+        return False
+    from tokenizers import Tokenizer  # the exporter's dependency; imported here to keep bundle reading light
+
+    try:
+        tok = Tokenizer.from_file(str(tokenizer_json))
+    except Exception:  # not a tokenizers file: nothing can add BOS (the loader rejects such models anyway)
+        return False
+    with_special = tok.encode("a").ids
+    plain = tok.encode("a", add_special_tokens=False).ids
+    return len(with_special) > len(plain) and with_special[0] == bos_token_id
+
+
 def write_manifest(
     folder: Path,
     *,
@@ -110,7 +130,12 @@ def write_manifest(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "target": target,
         "source": source,
-        "tokenizer": {"path": tokenizer, "sha256": sha256_of(tok), "bytes": size_of(tok)},
+        "tokenizer": {
+            "path": tokenizer,
+            "sha256": sha256_of(tok),
+            "bytes": size_of(tok),
+            "adds_bos": tokenizer_adds_bos(tok, bos_token_id),
+        },
         "bos_token_id": bos_token_id,
         "eos_token_ids": list(eos_token_ids),
         "max_seq_len": max_seq_len,
