@@ -1,0 +1,70 @@
+"""A Core ML .mlpackage as a Runner (macOS 15+ only: Core ML's runtime, `predict` and states).
+
+Greedy: the whole prompt in one `predict` (mask [1, 1, n, n], causal), then one token a call
+(mask [1, 1, 1, past + 1] of zeros), the KV cache living in the model's state.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bitexport.errors import BundleError, EnvironmentProblem
+from bitexport.model.generate import Generation, GenerationStats
+
+
+def prompt_mask(n: int) -> np.ndarray:
+    """Additive causal mask for a prompt of n tokens and an empty cache."""
+    keep = np.tril(np.ones((n, n), dtype=bool))
+    return np.where(keep, 0.0, -np.inf).astype(np.float16).reshape(1, 1, n, n)
+
+
+class CoreMLRunner:
+    name = "coreml"
+
+    def __init__(self, package: str | Path, max_seq_len: int, eos_ids: tuple[int, ...] = (), compute_units: str = "CPU_AND_GPU") -> None:
+        if sys.platform != "darwin":
+            raise EnvironmentProblem("Core ML models run on macOS only; use `bitexport verify` for the static checks here")
+        try:
+            import coremltools as ct
+        except ImportError as e:
+            raise EnvironmentProblem(f"coremltools is not importable ({e}); pip install coremltools==9.0") from None
+        self.package = Path(package)
+        if not self.package.is_dir():
+            raise BundleError(f"{self.package}: missing; export the bundle again")
+        self.max_seq_len = max_seq_len
+        self.eos_ids = tuple(eos_ids)
+        try:
+            self.model = ct.models.MLModel(str(self.package), compute_units=getattr(ct.ComputeUnit, compute_units))
+        except Exception as e:  # Core ML reports compile and load failures as bare exceptions
+            raise BundleError(f"{self.package}: Core ML cannot load it ({str(e).splitlines()[0]}); export the bundle again") from None
+
+    def _step(self, state, ids: list[int], mask: np.ndarray) -> int:
+        out = self.model.predict({"input_ids": np.array([ids], dtype=np.int32), "causal_mask": mask}, state=state)
+        return int(np.asarray(out["logits"]).reshape(-1).argmax())
+
+    def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
+        if not prompt_ids:
+            raise ValueError("the prompt is empty")
+        budget = min(max_new_tokens, self.max_seq_len - len(prompt_ids))
+        stats = GenerationStats(prompt_tokens=len(prompt_ids))
+        out: list[int] = []
+        if budget <= 0:
+            return Generation(out, stats)
+        state = self.model.make_state()
+        t0 = time.perf_counter()
+        token = self._step(state, list(prompt_ids), prompt_mask(len(prompt_ids)))
+        stats.prefill_s = time.perf_counter() - t0
+        out.append(token)
+        pos = len(prompt_ids)
+        t0 = time.perf_counter()
+        while len(out) < budget and token not in self.eos_ids:
+            token = self._step(state, [token], np.zeros((1, 1, 1, pos + 1), dtype=np.float16))
+            out.append(token)
+            pos += 1
+        stats.decode_s = time.perf_counter() - t0
+        stats.new_tokens = len(out)
+        return Generation(out, stats)
