@@ -1,0 +1,377 @@
+/*
+ * tq2 linear, x86-64 paths: AVX2 and AVX-512 VNNI. Each function carries its own target
+ * attribute, so this file is compiled with the project's baseline flags (no -mavx2) and nothing
+ * here leaks wider instructions into code the portable path shares. tq2_kernel.cpp calls these
+ * only after CPUID said yes. Layout: tq2_layout.h.
+ */
+#if defined(__x86_64__)
+
+#include <cpuid.h>
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "tq2_kernel.h"
+#include "tq2_layout.h"
+
+#define BX_AVX2 __attribute__((target("avx2")))
+#define BX_AVX2_INLINE __attribute__((target("avx2"), always_inline)) inline
+#define BX_VNNI __attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define BX_VNNI_INLINE \
+  __attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vnni"), always_inline)) inline
+
+namespace bitexport {
+namespace tq2 {
+namespace detail {
+// Software prefetch distance along the weight stream. Measured on a 2-core Xeon VM with the
+// weights in DRAM: +30-60% GB/s per thread at 2-4 KiB ahead (the hardware prefetcher alone
+// keeps too few lines in flight); no loss when the weights are cache resident.
+constexpr int64_t kPrefetchBytes = 2048;
+
+namespace {
+
+uint64_t read_xcr0() {
+  uint32_t eax = 0;
+  uint32_t edx = 0;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (static_cast<uint64_t>(edx) << 32) | eax;
+}
+
+struct CpuFeatures {
+  bool avx2 = false;
+  bool avx512vnni = false;
+};
+
+CpuFeatures detect() {
+  CpuFeatures f;
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid_max(0, nullptr) < 7) {
+    return f;
+  }
+  __cpuid_count(1, 0, a, b, c, d);
+  const bool osxsave = (c >> 27) & 1;
+  const bool avx = (c >> 28) & 1;
+  if (!osxsave || !avx) {
+    return f;
+  }
+  const uint64_t xcr0 = read_xcr0();
+  const bool ymm_state = (xcr0 & 0x6) == 0x6;
+  const bool zmm_state = (xcr0 & 0xE6) == 0xE6;
+  __cpuid_count(7, 0, a, b, c, d);
+  const bool avx2 = (b >> 5) & 1;
+  const bool avx512f = (b >> 16) & 1;
+  const bool avx512bw = (b >> 30) & 1;
+  const bool avx512vl = (b >> 31) & 1;
+  const bool avx512vnni = (c >> 11) & 1;
+  f.avx2 = ymm_state && avx2;
+  f.avx512vnni = f.avx2 && zmm_state && avx512f && avx512bw && avx512vl && avx512vnni;
+  return f;
+}
+
+const CpuFeatures& features() {
+  static const CpuFeatures f = detect();
+  return f;
+}
+
+// ---------------------------------------------------------------- activation quantization
+
+BX_AVX2_INLINE float hmax_ps(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+
+BX_AVX2_INLINE int32_t hsum_epi32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+// round-half-even(x * s) clamped to [-128, 127], as int32 lanes: the same float operations as
+// the scalar path (one multiply, one round to nearest even), so the results are identical.
+BX_AVX2_INLINE __m256i quant8(const float* p, __m256 vs) {
+  const __m256 lo = _mm256_set1_ps(-128.0f);
+  const __m256 hi = _mm256_set1_ps(127.0f);
+  __m256 v = _mm256_mul_ps(_mm256_loadu_ps(p), vs);
+  v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+  return _mm256_cvtps_epi32(v);
+}
+
+} // namespace
+
+bool cpu_has_avx2() {
+  return features().avx2;
+}
+
+bool cpu_has_avx512vnni() {
+  return features().avx512vnni;
+}
+
+BX_AVX2 void quantize_avx2(const float* x, int64_t m, int64_t k, int64_t kp, int8_t* xq, float* s,
+                           int32_t* xsum) {
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t t = 0; t < m; ++t) {
+    const float* xr = x + t * k;
+    int8_t* qr = xq + t * kp;
+    __m256 vmax = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= k; i += 8) {
+      vmax = _mm256_max_ps(vmax, _mm256_and_ps(_mm256_loadu_ps(xr + i), absmask));
+    }
+    float mx = hmax_ps(vmax);
+    for (; i < k; ++i) {
+      const float a = std::fabs(xr[i]);
+      mx = a > mx ? a : mx;
+    }
+    const float mclamped = mx < 1e-5f ? 1e-5f : mx;
+    const float st = 127.0f / mclamped;
+    const __m256 vs = _mm256_set1_ps(st);
+    __m256i vsum = _mm256_setzero_si256();
+    i = 0;
+    for (; i + 32 <= k; i += 32) {
+      const __m256i q0 = quant8(xr + i, vs);
+      const __m256i q1 = quant8(xr + i + 8, vs);
+      const __m256i q2 = quant8(xr + i + 16, vs);
+      const __m256i q3 = quant8(xr + i + 24, vs);
+      vsum = _mm256_add_epi32(vsum, _mm256_add_epi32(_mm256_add_epi32(q0, q1),
+                                                     _mm256_add_epi32(q2, q3)));
+      const __m256i w01 = _mm256_packs_epi32(q0, q1);
+      const __m256i w23 = _mm256_packs_epi32(q2, q3);
+      const __m256i b = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w01, w23), perm);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qr + i), b);
+    }
+    int32_t sum = hsum_epi32(vsum);
+    for (; i < k; ++i) {
+      const float prod = xr[i] * st;
+      float v = std::nearbyint(prod);
+      v = v < -128.0f ? -128.0f : (v > 127.0f ? 127.0f : v);
+      const int32_t q = v == v ? static_cast<int32_t>(v) : 0;
+      qr[i] = static_cast<int8_t>(q);
+      sum += q;
+    }
+    for (; i < kp; ++i) {
+      qr[i] = 0;
+    }
+    s[t] = st;
+    xsum[t] = sum;
+  }
+}
+
+// ---------------------------------------------------------------- AVX2 dot products
+//
+// Several tokens (prefill): each row block is loaded and unpacked once for 2 tokens; with
+// AVX-512 VNNI (below) tokens go one at a time, the group's weights staying in L1.
+//
+// One 32-byte row block c holds codes for 4 activation chunks. With h = c >> 4 (16-bit shift):
+//   c & 0x03 -> codes of chunk 0          h & 0x03 -> codes of chunk 2
+//   c & 0x0C -> 4 * codes of chunk 1      h & 0x0C -> 4 * codes of chunk 3
+// vpmaddubsw (unsigned codes x signed activations, pairs summed into int16) feeds two int16
+// accumulators per (row, token): `lo` at unit scale and `hi` at 4x. Every kAvx2Chunk blocks they
+// are folded (hi >> 2 is exact: every term is a multiple of 4) and widened into int32.
+// Bounds for |xq| <= 128: per block lo grows by <= 2*2*2*128 = 1024, hi by <= 2*2*8*128 = 4096;
+// after 6 blocks |lo| <= 6144 and |hi| <= 24576 < 32767, and lo + (hi >> 2) <= 12288.
+
+namespace {
+
+constexpr int kAvx2Chunk = 6;
+
+// R rows (starting at row r0 of the group) x T tokens.
+template <int R, int T>
+BX_AVX2_INLINE void avx2_tile(const uint8_t* wg, int r0, int64_t kb, const int8_t* const* xt,
+                              int32_t out[][4]) {
+  const __m256i m03 = _mm256_set1_epi8(0x03);
+  const __m256i m0c = _mm256_set1_epi8(0x0C);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[R][T];
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < T; ++t) {
+      acc[r][t] = _mm256_setzero_si256();
+    }
+  }
+  for (int64_t b0 = 0; b0 < kb; b0 += kAvx2Chunk) {
+    const int64_t b1 = b0 + kAvx2Chunk < kb ? b0 + kAvx2Chunk : kb;
+    __m256i lo[R][T];
+    __m256i hi[R][T];
+    for (int r = 0; r < R; ++r) {
+      for (int t = 0; t < T; ++t) {
+        lo[r][t] = _mm256_setzero_si256();
+        hi[r][t] = _mm256_setzero_si256();
+      }
+    }
+    for (int64_t b = b0; b < b1; ++b) {
+      const uint8_t* wb = wg + b * 128 + r0 * 32;
+      _mm_prefetch(reinterpret_cast<const char*>(wb + kPrefetchBytes), _MM_HINT_T0);
+      for (int r = 0; r < R; ++r) {
+        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + r * 32));
+        const __m256i h = _mm256_srli_epi16(c, 4);
+        const __m256i c0 = _mm256_and_si256(c, m03);
+        const __m256i c1 = _mm256_and_si256(c, m0c);
+        const __m256i c2 = _mm256_and_si256(h, m03);
+        const __m256i c3 = _mm256_and_si256(h, m0c);
+        for (int t = 0; t < T; ++t) {
+          const __m256i* xb = reinterpret_cast<const __m256i*>(xt[t] + b * 128);
+          const __m256i p0 = _mm256_maddubs_epi16(c0, _mm256_loadu_si256(xb + 0));
+          const __m256i p2 = _mm256_maddubs_epi16(c2, _mm256_loadu_si256(xb + 2));
+          const __m256i p1 = _mm256_maddubs_epi16(c1, _mm256_loadu_si256(xb + 1));
+          const __m256i p3 = _mm256_maddubs_epi16(c3, _mm256_loadu_si256(xb + 3));
+          lo[r][t] = _mm256_add_epi16(lo[r][t], _mm256_add_epi16(p0, p2));
+          hi[r][t] = _mm256_add_epi16(hi[r][t], _mm256_add_epi16(p1, p3));
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      for (int t = 0; t < T; ++t) {
+        const __m256i folded = _mm256_add_epi16(lo[r][t], _mm256_srai_epi16(hi[r][t], 2));
+        acc[r][t] = _mm256_add_epi32(acc[r][t], _mm256_madd_epi16(folded, ones));
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < T; ++t) {
+      out[t][r0 + r] = hsum_epi32(acc[r][t]);
+    }
+  }
+}
+
+// Register budget (16 ymm): one token takes 2 rows at a time (lo, hi, acc for each: 6), two
+// tokens take 1 row at a time (6 again) and share that row's unpacked codes.
+template <int T>
+BX_AVX2_INLINE void avx2_group(const uint8_t* wg, int64_t kb, const int8_t* const* xt,
+                               int32_t out[][4]) {
+  if (T == 1) {
+    avx2_tile<2, 1>(wg, 0, kb, xt, out);
+    avx2_tile<2, 1>(wg, 2, kb, xt, out);
+  } else {
+    for (int r = 0; r < 4; ++r) {
+      avx2_tile<1, T>(wg, r, kb, xt, out);
+    }
+  }
+}
+
+// Writes y for tokens [t0, t0 + T) of row group g.
+BX_AVX2_INLINE void write_rows(const QuantizedActs& a, const float* scale, float* y, int64_t n,
+                               int64_t g, int64_t t0, int tcount, int32_t dots[][4]) {
+  for (int t = 0; t < tcount; ++t) {
+    const int64_t tok = t0 + t;
+    for (int r = 0; r < 4; ++r) {
+      const int64_t row = g * 4 + r;
+      if (row < n) {
+        y[tok * n + row] = dequant(dots[t][r] - a.xsum[tok], a.s[tok], scale[row]);
+      }
+    }
+  }
+}
+
+} // namespace
+
+BX_AVX2 void groups_avx2(const QuantizedActs& a, const uint8_t* packed, const float* scale,
+                         float* y, int64_t n, int64_t g0, int64_t g1) {
+  const int64_t kb = a.kp / TQ2_BLOCK_K;
+  for (int64_t g = g0; g < g1; ++g) {
+    const uint8_t* wg = packed + g * kb * 128;
+    int64_t t = 0;
+    for (; t + 2 <= a.m; t += 2) {
+      const int8_t* xt[2] = {a.xq + t * a.kp, a.xq + (t + 1) * a.kp};
+      int32_t dots[2][4];
+      avx2_group<2>(wg, kb, xt, dots);
+      write_rows(a, scale, y, n, g, t, 2, dots);
+    }
+    for (; t < a.m; ++t) {
+      const int8_t* xt[1] = {a.xq + t * a.kp};
+      int32_t dots[1][4];
+      avx2_group<1>(wg, kb, xt, dots);
+      write_rows(a, scale, y, n, g, t, 1, dots);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- AVX-512 VNNI dot products
+//
+// One 64-byte load holds rows r and r+1 of a block (32 bytes each). The activation chunk q
+// (32 bytes) is broadcast to both 256-bit halves. No shifts: the code of chunk q is c & (3 << 2q),
+// i.e. 4^q * code, accumulated by vpdpbusd into its own int32 accumulator; at the end
+// acc_q >> 2q is exact (every term is a multiple of 4^q).
+// Bounds: one vpdpbusd adds 4 products of <= 128 * 128 to a lane, so after KB blocks
+// |acc_3| <= 65536 * KB < 2^31 for K < 2^22; the operator accepts K <= 2^20 (kMaxK).
+
+namespace {
+
+BX_VNNI_INLINE void reduce_pair(__m512i v, int32_t* row_a, int32_t* row_b) {
+  const __m256i a = _mm512_castsi512_si256(v);
+  const __m256i b = _mm512_extracti64x4_epi64(v, 1);
+  *row_a = hsum_epi32(a);
+  *row_b = hsum_epi32(b);
+}
+
+// acc += dot4(u8 a, s8 b) per int32 lane. Inline asm: GCC 12 surrounds the intrinsic with
+// register copies of the accumulator (two extra moves per vpdpbusd in the loop below).
+BX_VNNI_INLINE __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
+  __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+  return acc;
+}
+
+// One row group (4 rows = 2 pairs) x one token. Accumulators are named, not an array: GCC
+// otherwise shuffles them through extra register copies every iteration.
+BX_VNNI_INLINE void vnni_group_token(const uint8_t* wg, int64_t kb, const int8_t* xt,
+                                     int32_t out[4]) {
+  const __m512i mq0 = _mm512_set1_epi8(0x03);
+  const __m512i mq1 = _mm512_set1_epi8(0x0C);
+  const __m512i mq2 = _mm512_set1_epi8(0x30);
+  const __m512i mq3 = _mm512_set1_epi8(static_cast<char>(0xC0));
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;  // rows 0-1
+  __m512i b0 = a0, b1 = a0, b2 = a0, b3 = a0;                      // rows 2-3
+  for (int64_t b = 0; b < kb; ++b) {
+    const __m256i* xb = reinterpret_cast<const __m256i*>(xt + b * 128);
+    const __m512i x0 = _mm512_broadcast_i64x4(_mm256_loadu_si256(xb + 0));
+    const __m512i x1 = _mm512_broadcast_i64x4(_mm256_loadu_si256(xb + 1));
+    const __m512i x2 = _mm512_broadcast_i64x4(_mm256_loadu_si256(xb + 2));
+    const __m512i x3 = _mm512_broadcast_i64x4(_mm256_loadu_si256(xb + 3));
+    // Prefetches never fault, so running past the end of the tensor is harmless.
+    _mm_prefetch(reinterpret_cast<const char*>(wg + b * 128 + kPrefetchBytes), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(wg + b * 128 + kPrefetchBytes + 64), _MM_HINT_T0);
+    const __m512i c = _mm512_loadu_si512(reinterpret_cast<const void*>(wg + b * 128));
+    const __m512i d = _mm512_loadu_si512(reinterpret_cast<const void*>(wg + b * 128 + 64));
+    a0 = dpbusd(a0, _mm512_and_si512(c, mq0), x0);
+    a1 = dpbusd(a1, _mm512_and_si512(c, mq1), x1);
+    a2 = dpbusd(a2, _mm512_and_si512(c, mq2), x2);
+    a3 = dpbusd(a3, _mm512_and_si512(c, mq3), x3);
+    b0 = dpbusd(b0, _mm512_and_si512(d, mq0), x0);
+    b1 = dpbusd(b1, _mm512_and_si512(d, mq1), x1);
+    b2 = dpbusd(b2, _mm512_and_si512(d, mq2), x2);
+    b3 = dpbusd(b3, _mm512_and_si512(d, mq3), x3);
+  }
+  __m512i ta = _mm512_add_epi32(a0, _mm512_srai_epi32(a1, 2));
+  ta = _mm512_add_epi32(ta, _mm512_add_epi32(_mm512_srai_epi32(a2, 4), _mm512_srai_epi32(a3, 6)));
+  __m512i tb = _mm512_add_epi32(b0, _mm512_srai_epi32(b1, 2));
+  tb = _mm512_add_epi32(tb, _mm512_add_epi32(_mm512_srai_epi32(b2, 4), _mm512_srai_epi32(b3, 6)));
+  reduce_pair(ta, &out[0], &out[1]);
+  reduce_pair(tb, &out[2], &out[3]);
+}
+
+} // namespace
+
+BX_VNNI void groups_avx512vnni(const QuantizedActs& a, const uint8_t* packed, const float* scale,
+                               float* y, int64_t n, int64_t g0, int64_t g1) {
+  // vpdpbusd is the bottleneck whatever the token tiling, so tokens are taken one at a time;
+  // the group's weights (kb * 128 bytes) stay in L1 across tokens.
+  const int64_t kb = a.kp / TQ2_BLOCK_K;
+  for (int64_t g = g0; g < g1; ++g) {
+    const uint8_t* wg = packed + g * kb * 128;
+    for (int64_t t = 0; t < a.m; ++t) {
+      int32_t dots[1][4];
+      vnni_group_token(wg, kb, a.xq + t * a.kp, dots[0]);
+      write_rows(a, scale, y, n, g, t, 1, dots);
+    }
+  }
+}
+
+} // namespace detail
+} // namespace tq2
+} // namespace bitexport
+
+#endif // defined(__x86_64__)
