@@ -1,0 +1,3 @@
+from bitexport.train.cli import main
+
+raise SystemExit(main())
