@@ -129,7 +129,7 @@ def test_make_tiny_refuses_existing_folder(capsys, tmp_path):
 
 
 def test_unknown_weights_for_target(capsys, tiny_hf, tmp_path):
-    code, _, err = run_cli(capsys, "export", str(tiny_hf), "--target", "desktop", "--weights", "int3",
+    code, _, err = run_cli(capsys, "export", str(tiny_hf), "--target", "coreml", "--weights", "int3",
                            "-o", str(tmp_path / "b"))
     assert code == 2 and "int3" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "b").exists()
