@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         "and run or verify them on this machine.",
     )
     p.add_argument("--version", action="version", version=f"bitexport {__version__}")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="show the libraries' own warnings, logs and progress bars (hidden by default)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     e = sub.add_parser("export", help="export a model folder to a bundle for a target platform",
@@ -190,8 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if not {"-v", "--verbose"} & set(argv):  # before the parser imports the subcommands' libraries
+        from bitexport.quiet import quiet_libraries
+
+        quiet_libraries()
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except BitexportError as e:

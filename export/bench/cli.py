@@ -1,0 +1,73 @@
+"""`bitexport bench`: argument parsing only; the suite lives in bench/suite.py."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from bitexport.bench.suite import DEFAULT_VARIANTS, VARIANTS
+
+    b = subparsers.add_parser(
+        "bench", help="benchmark every export variant side by side (and llama.cpp with --with-llama-cpp)",
+        description="Export each variant, then measure prefill and decode tokens/s, peak memory, file size and "
+        "agreement with the PyTorch reference in one run (variants alternating over --repeats repetitions). "
+        "Writes results.json, results.md and results.png to --out.",
+    )
+    b.add_argument("model", nargs="?", metavar="MODEL",
+                   help="model folder to benchmark (default: the --shape with random ternary weights)")
+    b.add_argument("--shape", choices=("large", "2b", "tiny"), default="large",
+                   help="shape of the random model when no MODEL is given: large = bitnet_b1_58-large (default), "
+                   "2b = BitNet-b1.58-2B-4T, tiny = a few layers (a quick check)")
+    b.add_argument("--threads", type=int, default=2, help="CPU threads for every runtime (default 2)")
+    b.add_argument("--repeats", type=int, default=3, help="measurements per variant, alternating (default 3)")
+    b.add_argument("--out", "-o", default="bench-results", help="output folder (default bench-results)")
+    b.add_argument("--with-llama-cpp", action="store_true",
+                   help="add llama.cpp TQ2_0 and TQ1_0 (builds llama.cpp from PyPI's llama-cpp-python source once)")
+    b.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                   help=f"comma-separated subset of {', '.join(VARIANTS)} (default: all but llama.cpp's)")
+    b.add_argument("--prompt-len", type=int, default=128, help="prompt tokens for prefill (default 128)")
+    b.add_argument("--new-tokens", type=int, default=128, help="greedy tokens to decode (default 128)")
+    b.add_argument("--keep-work", action="store_true", help="keep the exported bundles under OUT/work")
+    b.add_argument("--max-wait-quiet", type=float, default=600, metavar="SECONDS",
+                   help="before each measurement wait up to this long for other processes to leave the CPUs "
+                   "(default 600; 0: never wait)")
+    b.set_defaults(func=run)
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run (defaults left out)."""
+    parts = ["bitexport", "bench"] + ([args.model] if args.model else ["--shape", args.shape])
+    parts += ["--threads", str(args.threads), "--repeats", str(args.repeats)]
+    if args.with_llama_cpp:
+        parts.append("--with-llama-cpp")
+    from bitexport.bench.suite import DEFAULT_VARIANTS
+
+    if args.variants != ",".join(DEFAULT_VARIANTS):
+        parts += ["--variants", args.variants]
+    if (args.prompt_len, args.new_tokens) != (128, 128):
+        parts += ["--prompt-len", str(args.prompt_len), "--new-tokens", str(args.new_tokens)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bitexport.bench.suite import SuiteOptions, run_suite
+
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    opts = SuiteOptions(
+        out=Path(args.out), model=args.model, shape=args.shape, threads=args.threads, repeats=args.repeats,
+        variants=variants, with_llama_cpp=args.with_llama_cpp, prompt_len=args.prompt_len,
+        new_tokens=args.new_tokens, keep_work=args.keep_work, max_wait_quiet_s=args.max_wait_quiet,
+        command=_command(args),
+    )
+    report = run_suite(opts)
+    from bitexport.bench.report import markdown
+
+    print(markdown(report))
+    failed = [v for v in report["variants"] if v["status"] == "failed"]
+    return 1 if failed else 0
+
+
+__all__ = ["register", "run"]

@@ -1,0 +1,469 @@
+"""llama.cpp's ternary formats (TQ2_0, TQ1_0) on the same weights, for the side-by-side benchmark.
+
+llama.cpp is built from the `llama-cpp-python` source distribution on PyPI (the llama.cpp it
+bundles), once, into `${BITEXPORT_CACHE:-~/.cache/bitexport}/llama.cpp/<version>/`:
+
+    sdist/                 the unpacked source distribution (convert_hf_to_gguf.py, gguf-py)
+    build/bin/llama-bench  built with CMake + Ninja from the venv, Release, GGML_NATIVE
+    build/bin/llama-quantize, build/bin/llama-completion
+
+The model reaches llama.cpp through its own converter, which reads 1bitLLM folders
+(`BitnetForCausalLM`: fp16 shadow weights that it ternarizes itself with absmean). `write_1bitllm`
+writes our ternary model in that format so that re-ternarizing gives back our codes and scale
+exactly. llama.cpp's BitNet graph differs from ours in ways that do not change the bytes a token
+reads: it always has the two sub-norms (written as ones when the model has none), always a SiLU
+gate, activations quantized per 256-block, and the output head tied to the embeddings (its
+converter rejects a separate lm_head, so untied models cannot be compared).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import save_file
+
+from bitexport.bench.bandwidth import cache_dir
+from bitexport.errors import EnvironmentProblem, InputError
+from bitexport.load import LoadedModel
+from bitexport.model.bitlinear import ACT_EPS, absmean_ternarize
+
+VERSION = "0.3.36"  # llama-cpp-python source distribution (NOTES.md's measurements used it)
+TARGETS = ("llama-bench", "llama-quantize", "llama-completion")
+# converter --outtype per format; both leave the (tied) embedding in F16, the converter's default
+OUTTYPES = {"tq2_0": "tq2_0", "tq1_0": "tq1_0"}
+# bits per weight of each block format: TQ2_0 is 64 bytes of 2-bit codes + an fp16 scale per
+# 256 weights; TQ1_0 packs 5 trits a byte (48 + 4 bytes) + an fp16 scale per 256 weights
+BITS_PER_WEIGHT = {"tq2_0": 66 * 8 / 256, "tq1_0": 54 * 8 / 256}
+BLOCK = 256  # both formats need rows that are multiples of 256; others fall back to F16
+
+Progress = Callable[[str], None]
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+@dataclass
+class LlamaCpp:
+    root: Path  # cache folder of this version
+    version: str
+
+    @property
+    def source(self) -> Path:
+        return self.root / "sdist" / "vendor" / "llama.cpp"
+
+    @property
+    def bin(self) -> Path:
+        return self.root / "build" / "bin"
+
+    def tool(self, name: str) -> Path:
+        return self.bin / name
+
+    @property
+    def converter(self) -> Path:
+        return self.source / "convert_hf_to_gguf.py"
+
+    def built(self) -> bool:
+        return all(os.access(self.tool(t), os.X_OK) for t in TARGETS)
+
+
+def llamacpp_root(version: str = VERSION) -> Path:
+    return cache_dir() / "llama.cpp" / version
+
+
+def find_llamacpp(version: str = VERSION) -> LlamaCpp | None:
+    """The cached build, or None if it has not been built yet."""
+    lc = LlamaCpp(llamacpp_root(version), version)
+    return lc if lc.built() and lc.converter.is_file() else None
+
+
+def _venv_tool(name: str) -> str:
+    """cmake/ninja from this Python's environment first (Debian's cmake is too old)."""
+    here = Path(sys.executable).parent / name
+    if here.is_file():
+        return str(here)
+    found = shutil.which(name)
+    if not found:
+        raise EnvironmentProblem(f"{name} is not installed; pip install cmake ninja")
+    return found
+
+
+def _run_logged(cmd: list[str], log: Path, cwd: Path | None = None, env: dict | None = None) -> None:
+    with log.open("a") as fh:
+        fh.write(f"$ {' '.join(cmd)}\n")
+        fh.flush()
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd, env=env)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-15:]
+        raise EnvironmentProblem(
+            f"building llama.cpp failed ({cmd[0]} exited {proc.returncode}); see {log}:\n" + "\n".join(tail)
+        )
+
+
+def _fetch_sdist(root: Path, version: str, progress: Progress) -> None:
+    if (root / "sdist" / "vendor" / "llama.cpp" / "CMakeLists.txt").is_file():
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        progress(f"downloading the llama-cpp-python {version} source distribution from PyPI")
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
+             f"llama-cpp-python=={version}", "-d", tmp],
+            capture_output=True, text=True,
+        )
+        archives = list(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
+        if proc.returncode != 0 or not archives:
+            raise EnvironmentProblem(
+                f"could not download llama-cpp-python=={version} from PyPI ({proc.stderr.strip().splitlines()[-1:]}); "
+                "check network access to PyPI or drop --with-llama-cpp"
+            )
+        with tarfile.open(archives[0]) as tf:
+            tf.extractall(tmp, filter="data")
+        unpacked = next(p for p in Path(tmp).iterdir() if p.is_dir())
+        if (root / "sdist").exists():
+            shutil.rmtree(root / "sdist")
+        unpacked.rename(root / "sdist")  # atomic: a half-unpacked tree never looks complete
+
+
+def ensure_llamacpp(version: str = VERSION, jobs: int = 2, progress: Progress = _quiet) -> LlamaCpp:
+    """The cached llama.cpp build, building it first (minutes on 2 cores) if needed."""
+    found = find_llamacpp(version)
+    if found:
+        return found
+    root = llamacpp_root(version)
+    _fetch_sdist(root, version, progress)
+    lc = LlamaCpp(root, version)
+    log = root / "build.log"
+    progress(f"building llama.cpp {version} (llama-bench, llama-quantize; a few minutes, log: {log})")
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    _run_logged(
+        [_venv_tool("cmake"), "-S", str(lc.source), "-B", str(root / "build"), "-G", "Ninja",
+         f"-DCMAKE_MAKE_PROGRAM={_venv_tool('ninja')}",
+         "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF",
+         "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF",
+         "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TOOLS=ON", "-DGGML_OPENMP=ON"],
+        log, env=env,
+    )
+    # nice: the machine is shared and the build is not timed
+    _run_logged(["nice", "-n", "10", _venv_tool("cmake"), "--build", str(root / "build"), "--target", *TARGETS,
+                 "-j", str(jobs)], log, env=env)
+    if not lc.built():
+        raise EnvironmentProblem(f"llama.cpp built but {', '.join(TARGETS)} are not all in {lc.bin}; see {log}")
+    return lc
+
+
+# --- the model, in the format llama.cpp's converter reads ----------------------------------------
+
+def _scale(w: torch.Tensor) -> torch.Tensor:
+    # the scale computation of absmean_ternarize, op for op (the codes are not needed here)
+    inv = 1.0 / w.float().abs().mean().clamp(min=ACT_EPS)
+    return 1.0 / inv
+
+
+def _shadow(codes: torch.Tensor, gamma: float, dtype: torch.dtype, spread: int, from_end: bool) -> tuple[torch.Tensor, bool]:
+    """One attempt: (W, whether its absmean scale is exactly gamma); see `shadow_weights`."""
+    nonzero = codes != 0
+    nnz, n = int(nonzero.sum()), codes.numel()
+    target = torch.tensor(gamma, dtype=torch.float32)
+    # lo < gamma/p < hi, `spread` ulps of dtype to each side
+    mid = torch.tensor(gamma * n / nnz, dtype=dtype)
+    lo, hi = mid, mid
+    for _ in range(spread):
+        lo = torch.nextafter(lo, torch.tensor(0.0, dtype=dtype))
+        hi = torch.nextafter(hi, torch.tensor(float("inf"), dtype=dtype))
+    flat_nz = nonzero.flatten()
+    if from_end:
+        flat_nz = flat_nz.flip(0)
+    # k of the non-zero weights (the first k in memory order, or the last k) take the larger
+    # magnitude: a prefix of the (possibly reversed) flat tensor, up to just past the k-th non-zero
+    ends = torch.cat([torch.zeros(1, dtype=torch.long), flat_nz.nonzero().squeeze(1) + 1])
+    # |W| in float32 holds the same values, in the same places, as W.float().abs(): its mean comes
+    # out identical, without float16 arithmetic (slow on CPUs)
+    hi_mags = torch.where(flat_nz, hi.float(), 0.0)
+    lo_mags = torch.where(flat_nz, lo.float(), 0.0)
+
+    def mags(k: int) -> torch.Tensor:
+        m = torch.cat([hi_mags[: ends[k]], lo_mags[ends[k]:]])
+        return (m.flip(0) if from_end else m).reshape(codes.shape)
+
+    def below(k: int) -> bool:
+        return bool(_scale(mags(k)) < target)
+
+    # the k that makes the exact mean gamma, then a bracket around it widened until it holds
+    k_star = int(round((gamma * n - nnz * float(lo)) / (float(hi) - float(lo))))
+    width = max(16, n >> 12)
+    while True:
+        a, b = max(0, k_star - width), min(nnz, k_star + width)
+        if ((a == 0 or below(a)) and (b == nnz or not below(b))) or (a == 0 and b == nnz):
+            break
+        width *= 8
+    # invariant: below(a) (or a == 0), not below(b) (or b == nnz)
+    while b - a > 1:
+        m = (a + b) // 2
+        if below(m):
+            a = m
+        else:
+            b = m
+    m = mags(b)
+    return codes.to(dtype) * m.to(dtype), bool(_scale(m) == target)
+
+
+def shadow_weights(
+    codes: torch.Tensor, gamma: float, dtype: torch.dtype = torch.float16, exhaustive: bool = True
+) -> torch.Tensor:
+    """Full-precision weights W whose absmean ternarization gives back `codes` and `gamma` exactly.
+
+    W = codes * gamma / p, with p the share of non-zero codes, has mean|W| = gamma and
+    round(W / gamma) = round(codes / p) = codes after the clip to [-1, 1]. Floating point rounds
+    gamma / p, so two nearby magnitudes are mixed instead: k non-zero weights at the larger one,
+    the rest at the smaller, k found by bisection against the scale computation of
+    `absmean_ternarize` (which our loader and, in the same arithmetic, llama.cpp's converter run).
+    The float32 sum inside the mean rounds in a pattern that can step over gamma; other spreads
+    between the two magnitudes, and the other end of the tensor, shift that pattern, so they are
+    tried in turn. Small tensors in float16 are too coarse for this (one step of k moves the mean
+    by more than a float32 ulp) and go to float32. A scale s with 1/(1/s) != s can never come
+    back; for such (or, rarely, when every attempt misses) the closest W is returned, and
+    `shadow_exactness` reports it. Without `exhaustive` only the first attempt is made (for a
+    caller that adopts whatever scale W gives).
+    """
+    codes = codes.to(torch.int8)
+    if not bool((codes != 0).any()):
+        return torch.zeros(codes.shape, dtype=dtype)
+    attempts = []
+    if dtype == torch.float16 and codes.numel() >= 1 << 20:
+        attempts += [(torch.float16, spread, end) for spread in (1, 2) for end in (False, True)]
+    attempts += [(torch.float32, spread, end) for spread in (4, 1, 2, 3, 6, 8) for end in (False, True)]
+    first = None
+    for dt, spread, end in attempts if exhaustive else attempts[:1]:
+        w, exact = _shadow(codes, gamma, dt, spread, end)
+        if exact:
+            return w
+        first = w if first is None else first
+    return first
+
+
+def _sub_norm(loaded: LoadedModel, layer: int, kind: str, size: int) -> torch.Tensor:
+    norm = getattr(getattr(loaded.model.layers[layer], kind), "attn_sub_norm" if kind == "self_attn" else "ffn_sub_norm")
+    if norm is None:
+        return torch.ones(size)  # llama.cpp's BitNet graph always applies it; ones cost the same
+    return norm.weight.detach().float()
+
+
+def write_sentencepiece(folder: Path) -> None:
+    """A small SentencePiece model: the converter reads only `tokenizer.model` for BitNet and
+    pads the vocabulary to the config's size; llama-bench feeds token ids, never text."""
+    import io
+
+    import sentencepiece as spm
+
+    from bitexport.tiny import _CORPUS
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_CORPUS.splitlines() * 8), model_writer=buf, vocab_size=96,
+        model_type="bpe", character_coverage=1.0, minloglevel=2, byte_fallback=False,
+    )
+    (folder / "tokenizer.model").write_bytes(buf.getvalue())
+
+
+def write_1bitllm(
+    loaded: LoadedModel, folder: str | Path, dtype: torch.dtype = torch.float16, adopt_scales: bool = False
+) -> Path:
+    """Write `loaded` as a 1bitLLM `BitnetForCausalLM` folder for llama.cpp's converter.
+
+    Ternary linears become shadow weights (`shadow_weights`) in `dtype`; embeddings and norms stay
+    float32 (the converter casts them itself); the sub-norms use 1bitLLM's names
+    (`inner_attn_ln`, `ffn_layernorm`). The model must have tied embeddings.
+
+    Not every float32 scale can come out of absmean arithmetic (the mean's division and the
+    double reciprocal skip some values). With `adopt_scales` (for random benchmark models, whose
+    scales are arbitrary) a linear whose scale cannot be written exactly takes the nearby scale
+    that its written weights give, so the folder and `loaded` hold the same model to the bit.
+    """
+    cfg = loaded.config
+    if not cfg.tie_word_embeddings:
+        raise InputError(
+            f"{loaded.name}: llama.cpp's BitNet architecture has no separate output layer, so a model with an "
+            "untied lm_head cannot be compared with llama.cpp; drop --with-llama-cpp or use a tied-embedding model"
+        )
+    if cfg.q_size != cfg.hidden_size:
+        raise InputError(f"{loaded.name}: llama.cpp's BitNet needs num_heads*head_dim == hidden_size; drop --with-llama-cpp")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = loaded.model
+    tensors: dict[str, torch.Tensor] = {"model.embed_tokens.weight": model.embed_tokens.weight.detach().float().contiguous(),
+                                        "model.norm.weight": model.norm.weight.detach().float().contiguous()}
+    for i, layer in enumerate(model.layers):
+        p = f"model.layers.{i}"
+        tensors[f"{p}.input_layernorm.weight"] = layer.input_layernorm.weight.detach().float().contiguous()
+        tensors[f"{p}.post_attention_layernorm.weight"] = layer.post_attention_layernorm.weight.detach().float().contiguous()
+        tensors[f"{p}.self_attn.inner_attn_ln.weight"] = _sub_norm(loaded, i, "self_attn", cfg.q_size).contiguous()
+        tensors[f"{p}.mlp.ffn_layernorm.weight"] = _sub_norm(loaded, i, "mlp", cfg.intermediate_size).contiguous()
+    for name, lin in model.bitlinears():
+        gamma = float(lin.scale.reshape(-1)[0])
+        w = shadow_weights(lin.codes, gamma, dtype, exhaustive=not adopt_scales).contiguous()
+        if adopt_scales:
+            with torch.no_grad():
+                lin.scale.copy_(absmean_ternarize(w)[1].reshape(lin.scale.shape))
+        tensors[f"model.{name}.weight"] = w
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = {
+        "architectures": ["BitnetForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "hidden_act": cfg.hidden_act,  # our loader reads it; llama.cpp's BitNet graph is SiLU whatever it says
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "tie_word_embeddings": True,
+        "bos_token_id": cfg.bos_token_id,
+        # none for a model without EOS (the benchmark's random models must decode every token)
+        "eos_token_id": (cfg.eos_token_ids[0] if len(cfg.eos_token_ids) == 1 else list(cfg.eos_token_ids)) or None,
+        "input_bits": 8,
+        "weight_bits": 1,
+        "torch_dtype": str(dtype).removeprefix("torch."),
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_sentencepiece(folder)
+    shutil.copyfile(loaded.tokenizer_path, folder / "tokenizer.json")
+    return folder
+
+
+def shadow_exactness(loaded: LoadedModel, folder: str | Path) -> dict:
+    """Re-ternarize a written folder's shadow weights as our 1bitLLM loader does and compare with
+    `loaded`: codes mismatching, and scales not identical to the bit."""
+    from safetensors import safe_open
+
+    bad_codes, bad_scales, total = 0, 0, 0
+    with safe_open(str(Path(folder) / "model.safetensors"), "pt") as f:
+        for name, lin in loaded.model.bitlinears():
+            codes, scale = absmean_ternarize(f.get_tensor(f"model.{name}.weight"))
+            bad_codes += int((codes != lin.codes).sum())
+            bad_scales += int(not torch.equal(scale.reshape(1), lin.scale.float().reshape(1)))
+            total += 1
+    return {"linears": total, "code_mismatches": bad_codes, "scale_mismatches": bad_scales}
+
+
+# --- conversion and measurement -------------------------------------------------------------------
+
+# A small launcher between us and the measured command. Linux folds the exec-ing process's old
+# high-water mark into ru_maxrss, so a command forked straight from this (large) process would
+# report our size; forked from the launcher (a bare `python -S`, ~10 MB) it reports its own peak,
+# which the launcher writes to the file named by its first argument. Polling /proc/PID/status
+# instead misses commands that finish between two polls (llama-bench on a tiny model).
+_LAUNCHER = """import os, signal, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss * 1024))
+if os.WIFSIGNALED(status):
+    os.kill(os.getpid(), os.WTERMSIG(status))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def run_with_rusage(
+    cmd: list[str], env: dict | None = None, cwd: Path | None = None, timeout: float | None = None
+) -> tuple[int, str, str, float, int]:
+    """(returncode, stdout, stderr, wall seconds, the command's peak RSS in bytes) of one command.
+    Past `timeout` seconds the command is killed and the return code is -SIGKILL, with a note on
+    stderr."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        rss_file = Path(tmp) / "maxrss"
+        proc = subprocess.Popen([sys.executable, "-S", "-c", _LAUNCHER, str(rss_file), *cmd], stdout=out, stderr=err,
+                                env=env, cwd=cwd, start_new_session=True)
+        timed_out = False
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            timed_out = True
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+        if timed_out:
+            stderr += f"\ntimed out after {timeout:.0f} s\n"
+        peak = int(rss_file.read_text()) if rss_file.is_file() else 0
+        return proc.returncode, out.read().decode(errors="replace"), stderr, wall, peak
+
+
+def convert(lc: LlamaCpp, model_folder: Path, fmt: str, out_file: Path) -> dict:
+    """Run llama.cpp's converter on a 1bitLLM folder: GGUF path, time, peak memory, tensor types."""
+    if fmt not in OUTTYPES:
+        raise ValueError(f"llama.cpp format {fmt!r} is not one of {', '.join(OUTTYPES)}")
+    env = dict(os.environ)
+    env.pop("NO_LOCAL_GGUF", None)  # use the gguf-py of the same source tree as the binaries
+    cmd = [sys.executable, str(lc.converter), str(model_folder), "--outtype", OUTTYPES[fmt], "--outfile", str(out_file)]
+    rc, out, err, wall, rss = run_with_rusage(cmd, env=env, timeout=3600)
+    if rc != 0 or not out_file.is_file():
+        tail = "\n".join((out + err).strip().splitlines()[-8:])
+        raise EnvironmentProblem(f"llama.cpp's converter failed on {model_folder} ({fmt}):\n{tail}")
+    types: dict[str, int] = {}
+    for line in (out + err).splitlines():
+        # "blk.0.attn_q.weight, torch.float16 --> TQ2_0, shape = {...}"
+        if "-->" in line:
+            kind = line.split("-->", 1)[1].split(",", 1)[0].strip()
+            types[kind] = types.get(kind, 0) + 1
+    return {"path": str(out_file), "bytes": out_file.stat().st_size, "export_s": wall, "export_peak_rss_bytes": rss,
+            "tensor_types": types}
+
+
+def bench(lc: LlamaCpp, gguf: Path, threads: int, n_prompt: int = 128, n_gen: int = 128, repetitions: int = 1) -> dict:
+    """One llama-bench run (pp n_prompt, tg n_gen): tokens/s of each, and llama-bench's peak RSS."""
+    cmd = [str(lc.tool("llama-bench")), "-m", str(gguf), "-p", str(n_prompt), "-n", str(n_gen), "-t", str(threads),
+           "-r", str(repetitions), "-o", "json"]
+    rc, out, err, wall, rss = run_with_rusage(cmd, timeout=1800)
+    if rc != 0:
+        tail = "\n".join(err.strip().splitlines()[-8:])
+        raise EnvironmentProblem(f"llama-bench failed on {gguf} (exit {rc}):\n{tail}")
+    records = json.loads(out)
+    result: dict = {"peak_rss_bytes": rss, "wall_s": wall}
+    for r in records:
+        if r.get("n_gen", 0) == 0 and r.get("n_prompt", 0) > 0:
+            result["prefill_tokens_per_s"] = float(r["avg_ts"])
+        elif r.get("n_gen", 0) > 0 and r.get("n_prompt", 0) == 0:
+            result["decode_tokens_per_s"] = float(r["avg_ts"])
+            result["model_params"] = int(r.get("model_n_params", 0))
+            result["cpu_info"] = r.get("cpu_info", "")
+            result["build_commit"] = r.get("build_commit", "")
+    if "prefill_tokens_per_s" not in result or "decode_tokens_per_s" not in result:
+        raise EnvironmentProblem(f"llama-bench printed no pp/tg results for {gguf}: {out[:300]}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bitexport.bench.llamacpp build`: build (or find) the cached llama.cpp."""
+    args = argv if argv is not None else sys.argv[1:]
+    if args[:1] != ["build"]:
+        print("usage: python -m bitexport.bench.llamacpp build", file=sys.stderr)
+        return 2
+    lc = ensure_llamacpp(progress=lambda m: print(f"[bench] {m}", file=sys.stderr, flush=True))
+    print(lc.bin)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
