@@ -19,31 +19,52 @@ from bitexport.hf_packing import pack_rows
 from bitexport.model.decoder import BitNetDecoder
 
 
-def hf_config(cfg: ModelConfig, linear_class: str = "bitlinear", mode: str = "offline", dtype: str = "float32") -> dict:
+def _llama_fields(cfg: ModelConfig) -> dict:
+    """The Llama-family config.json fields both checkpoint formats share."""
     return {
-        "architectures": ["BitNetForCausalLM"],
-        "model_type": "bitnet",
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
         "intermediate_size": cfg.intermediate_size,
         "num_hidden_layers": cfg.num_layers,
         "num_attention_heads": cfg.num_heads,
         "num_key_value_heads": cfg.num_kv_heads,
-        "head_dim": cfg.head_dim,
         "hidden_act": cfg.hidden_act,
         "max_position_embeddings": cfg.max_position_embeddings,
         "rms_norm_eps": cfg.rms_norm_eps,
         "rope_theta": cfg.rope_theta,
         "tie_word_embeddings": cfg.tie_word_embeddings,
-        "attention_bias": False,
         "bos_token_id": cfg.bos_token_id,
-        "eos_token_id": list(cfg.eos_token_ids) if len(cfg.eos_token_ids) != 1 else cfg.eos_token_ids[0],
+        # none for a model without EOS (the benchmark's random models must decode every token)
+        "eos_token_id": (cfg.eos_token_ids[0] if len(cfg.eos_token_ids) == 1 else list(cfg.eos_token_ids)) or None,
+    }
+
+
+def hf_config(cfg: ModelConfig, linear_class: str = "bitlinear", mode: str = "offline", dtype: str = "float32") -> dict:
+    """config.json of a transformers `BitNetForCausalLM` folder (`model_type: bitnet`)."""
+    return {
+        "architectures": ["BitNetForCausalLM"],
+        "model_type": "bitnet",
+        **_llama_fields(cfg),
+        "head_dim": cfg.head_dim,
+        "attention_bias": False,
         "torch_dtype": dtype,
         "quantization_config": {
             "quant_method": "bitnet",
             "linear_class": linear_class,
             "quantization_mode": mode,
         },
+    }
+
+
+def onebitllm_config(cfg: ModelConfig, dtype: str = "float16") -> dict:
+    """config.json of a 1bitLLM-style folder (`BitnetForCausalLM` on `model_type: llama`)."""
+    return {
+        "architectures": ["BitnetForCausalLM"],
+        "model_type": "llama",
+        **_llama_fields(cfg),
+        "input_bits": 8,
+        "weight_bits": 1,
+        "torch_dtype": dtype,
     }
 
 

@@ -16,7 +16,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from bitexport.config import ModelConfig
 from bitexport.model.decoder import BitNetDecoder
-from bitexport.save_hf import save_hf_bitnet
+from bitexport.save_hf import onebitllm_config, save_hf_bitnet
 
 FORMATS = ("hf-bitnet", "1bitllm")
 
@@ -125,26 +125,7 @@ def _save_1bitllm(model: BitNetDecoder, folder: Path) -> None:
         key = name if name.startswith("lm_head.") else f"model.{name}"
         tensors[key] = t.to(torch.float16).contiguous()
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    config = {
-        "architectures": ["BitnetForCausalLM"],
-        "model_type": "llama",
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "intermediate_size": cfg.intermediate_size,
-        "num_hidden_layers": cfg.num_layers,
-        "num_attention_heads": cfg.num_heads,
-        "num_key_value_heads": cfg.num_kv_heads,
-        "hidden_act": cfg.hidden_act,
-        "max_position_embeddings": cfg.max_position_embeddings,
-        "rms_norm_eps": cfg.rms_norm_eps,
-        "rope_theta": cfg.rope_theta,
-        "tie_word_embeddings": cfg.tie_word_embeddings,
-        "bos_token_id": cfg.bos_token_id,
-        "eos_token_id": cfg.eos_token_ids[0],
-        "input_bits": 8,
-        "weight_bits": 1,
-        "torch_dtype": "float16",
-    }
+    config = onebitllm_config(cfg)
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from bitexport.errors import EnvironmentProblem
 from bitexport.runtime_ops import library
 from bitexport.runtime_ops.ops import tq2_linear_reference
 from bitexport.runtime_ops.tq2_layout import (

@@ -38,6 +38,7 @@ from bitexport.bench.bandwidth import cache_dir
 from bitexport.errors import EnvironmentProblem, InputError
 from bitexport.load import LoadedModel
 from bitexport.model.bitlinear import ACT_EPS, absmean_ternarize
+from bitexport.save_hf import onebitllm_config
 
 VERSION = "0.3.36"  # llama-cpp-python source distribution (NOTES.md's measurements used it)
 TARGETS = ("llama-bench", "llama-quantize", "llama-completion")
@@ -320,27 +321,8 @@ def write_1bitllm(
                 lin.scale.copy_(absmean_ternarize(w)[1].reshape(lin.scale.shape))
         tensors[f"model.{name}.weight"] = w
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    config = {
-        "architectures": ["BitnetForCausalLM"],
-        "model_type": "llama",
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "intermediate_size": cfg.intermediate_size,
-        "num_hidden_layers": cfg.num_layers,
-        "num_attention_heads": cfg.num_heads,
-        "num_key_value_heads": cfg.num_kv_heads,
-        "hidden_act": cfg.hidden_act,  # our loader reads it; llama.cpp's BitNet graph is SiLU whatever it says
-        "max_position_embeddings": cfg.max_position_embeddings,
-        "rms_norm_eps": cfg.rms_norm_eps,
-        "rope_theta": cfg.rope_theta,
-        "tie_word_embeddings": True,
-        "bos_token_id": cfg.bos_token_id,
-        # none for a model without EOS (the benchmark's random models must decode every token)
-        "eos_token_id": (cfg.eos_token_ids[0] if len(cfg.eos_token_ids) == 1 else list(cfg.eos_token_ids)) or None,
-        "input_bits": 8,
-        "weight_bits": 1,
-        "torch_dtype": str(dtype).removeprefix("torch."),
-    }
+    # llama.cpp's BitNet graph is SiLU whatever hidden_act says; our loader reads it
+    config = onebitllm_config(cfg, str(dtype).removeprefix("torch."))
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     write_sentencepiece(folder)
     shutil.copyfile(loaded.tokenizer_path, folder / "tokenizer.json")

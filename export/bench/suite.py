@@ -25,7 +25,6 @@ import random
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field, replace

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -34,6 +35,38 @@ class Generation:
     stats: GenerationStats = field(default_factory=GenerationStats)
 
 
+def timed_greedy(
+    step: Callable[[list[int], int], int],
+    prompt: list[int],
+    max_new_tokens: int,
+    max_seq_len: int,
+    eos_ids: tuple[int, ...] = (),
+) -> Generation:
+    """The loop every runner shares: prefill the prompt in one call, then decode one token a step;
+    stop at EOS or the cache end. `step(tokens, pos)` runs one forward call on `tokens` placed at
+    position `pos` and returns the argmax of the last position's logits."""
+    if not prompt:
+        raise ValueError("the prompt is empty")
+    budget = min(max_new_tokens, max_seq_len - len(prompt))
+    stats = GenerationStats(prompt_tokens=len(prompt))
+    out: list[int] = []
+    if budget <= 0:
+        return Generation(out, stats)
+    t0 = time.perf_counter()
+    token = step(list(prompt), 0)
+    stats.prefill_s = time.perf_counter() - t0
+    out.append(token)
+    t0 = time.perf_counter()
+    pos = len(prompt)
+    while len(out) < budget and token not in eos_ids:
+        token = step([token], pos)
+        out.append(token)
+        pos += 1
+    stats.decode_s = time.perf_counter() - t0
+    stats.new_tokens = len(out)
+    return Generation(out, stats)
+
+
 @torch.no_grad()
 def greedy_generate(
     model: BitNetDecoder,
@@ -41,27 +74,11 @@ def greedy_generate(
     max_new_tokens: int,
     eos_ids: tuple[int, ...] = (),
 ) -> Generation:
-    """Prefill the prompt in one call, then decode one token a step; stop at EOS or the cache end."""
-    if not prompt:
-        raise ValueError("the prompt is empty")
-    budget = min(max_new_tokens, model.max_seq_len - len(prompt))
-    stats = GenerationStats(prompt_tokens=len(prompt))
-    out: list[int] = []
-    if budget <= 0:
-        return Generation(out, stats)
+    """Greedy generation on a decoder module (the reference, or a lowered copy of it)."""
+
+    def step(tokens: list[int], pos: int) -> int:
+        logits = model(torch.tensor([tokens]), torch.tensor([pos]))
+        return int(logits.reshape(-1, logits.shape[-1])[-1].argmax())
+
     model.reset_cache()
-    t0 = time.perf_counter()
-    logits = model(torch.tensor([prompt]), torch.tensor([0]))
-    token = int(logits.reshape(-1, logits.shape[-1])[-1].argmax())
-    stats.prefill_s = time.perf_counter() - t0
-    out.append(token)
-    t0 = time.perf_counter()
-    pos = len(prompt)
-    while len(out) < budget and token not in eos_ids:
-        logits = model(torch.tensor([[token]]), torch.tensor([pos]))
-        token = int(logits.reshape(-1, logits.shape[-1])[-1].argmax())
-        out.append(token)
-        pos += 1
-    stats.decode_s = time.perf_counter() - t0
-    stats.new_tokens = len(out)
-    return Generation(out, stats)
+    return timed_greedy(step, prompt, max_new_tokens, model.max_seq_len, eos_ids)

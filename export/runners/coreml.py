@@ -7,13 +7,12 @@ Greedy: the whole prompt in one `predict` (mask [1, 1, n, n], causal), then one 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from bitexport.errors import BundleError, EnvironmentProblem
-from bitexport.model.generate import Generation, GenerationStats
+from bitexport.model.generate import Generation, timed_greedy
 
 
 def prompt_mask(n: int) -> np.ndarray:
@@ -47,24 +46,10 @@ class CoreMLRunner:
         return int(np.asarray(out["logits"]).reshape(-1).argmax())
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
-        if not prompt_ids:
-            raise ValueError("the prompt is empty")
-        budget = min(max_new_tokens, self.max_seq_len - len(prompt_ids))
-        stats = GenerationStats(prompt_tokens=len(prompt_ids))
-        out: list[int] = []
-        if budget <= 0:
-            return Generation(out, stats)
         state = self.model.make_state()
-        t0 = time.perf_counter()
-        token = self._step(state, list(prompt_ids), prompt_mask(len(prompt_ids)))
-        stats.prefill_s = time.perf_counter() - t0
-        out.append(token)
-        pos = len(prompt_ids)
-        t0 = time.perf_counter()
-        while len(out) < budget and token not in self.eos_ids:
-            token = self._step(state, [token], np.zeros((1, 1, 1, pos + 1), dtype=np.float16))
-            out.append(token)
-            pos += 1
-        stats.decode_s = time.perf_counter() - t0
-        stats.new_tokens = len(out)
-        return Generation(out, stats)
+
+        def step(tokens: list[int], pos: int) -> int:
+            mask = prompt_mask(len(tokens)) if pos == 0 else np.zeros((1, 1, 1, pos + 1), dtype=np.float16)
+            return self._step(state, tokens, mask)
+
+        return timed_greedy(step, prompt_ids, max_new_tokens, self.max_seq_len, self.eos_ids)

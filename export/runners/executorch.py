@@ -15,7 +15,6 @@ import contextlib
 import os
 import re
 import tempfile
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -23,7 +22,7 @@ import torch
 
 from bitexport.bundle import Artifact, Bundle
 from bitexport.errors import BundleError, EnvironmentProblem, InputError
-from bitexport.model.generate import Generation, GenerationStats
+from bitexport.model.generate import Generation, timed_greedy
 from bitexport.quiet import quiet_loggers
 
 KERNELS_FIX = (
@@ -154,23 +153,6 @@ class ExecutorchRunner:
                 f"the prompt has {len(prompt_ids)} tokens; this .pte holds {self.max_seq_len} positions: "
                 "shorten the prompt or export with a larger --max-seq-len"
             )
-        budget = min(max_new_tokens, self.max_seq_len - len(prompt_ids))
-        stats = GenerationStats(prompt_tokens=len(prompt_ids))
-        out: list[int] = []
-        if budget <= 0:
-            return Generation(out, stats)
         # positions >= start_pos + n are never read (causal SDPA from start_pos), so a new prompt
         # at position 0 needs no cache reset
-        t0 = time.perf_counter()
-        token = self._step(list(prompt_ids), 0)
-        stats.prefill_s = time.perf_counter() - t0
-        out.append(token)
-        pos = len(prompt_ids)
-        t0 = time.perf_counter()
-        while len(out) < budget and token not in self.eos_ids:
-            token = self._step([token], pos)
-            out.append(token)
-            pos += 1
-        stats.decode_s = time.perf_counter() - t0
-        stats.new_tokens = len(out)
-        return Generation(out, stats)
+        return timed_greedy(self._step, prompt_ids, max_new_tokens, self.max_seq_len, self.eos_ids)
