@@ -141,8 +141,10 @@ def _already_defined() -> bool:
     return True
 
 
-# The Library objects must stay alive for the registrations to stay; they live in this module.
-_LIBRARY: torch.library.Library | None = None
+# The Library object must stay alive for the registrations to stay; it lives in this module and
+# survives importlib.reload (a reload that dropped it would let the garbage collector unregister
+# the operators at some later, unpredictable moment).
+_LIBRARY: torch.library.Library | None = globals().get("_LIBRARY")
 
 
 def register() -> None:

@@ -151,14 +151,19 @@ def test_eager_op_equals_reference():
 
 
 def test_registration_is_idempotent():
+    import gc
     import importlib
 
     from bitexport.runtime_ops import ops
 
     ops.register()
-    importlib.reload(ops)  # a fresh module object registers nothing twice
+    lib = ops._LIBRARY
+    importlib.reload(ops)  # registers nothing twice, and keeps the Library that holds the ops
     ops.register()
-    assert hasattr(torch.ops.bitexport, "tq2_linear")
+    assert ops._LIBRARY is lib
+    gc.collect()
+    x, packed, scale = torch.randn(2, 8), pack_tq2(torch.zeros(3, 8, dtype=torch.int8)), torch.ones(3)
+    assert torch.equal(torch.ops.bitexport.tq2_linear(x, packed, scale, 3), torch.zeros(2, 3))
 
 
 def test_fake_kernel_under_export():
