@@ -27,11 +27,6 @@ TQ2_LINEAR_OUT_SCHEMA = (
     "tq2_linear.out(Tensor x, Tensor packed_weight, Tensor weight_scale, int out_features, *, "
     "Tensor(a!) out) -> Tensor(a!)"
 )
-KV_SDPA_SCHEMA = "kv_sdpa(Tensor q, Tensor k_cache, Tensor v_cache, SymInt start_pos) -> Tensor"
-KV_SDPA_OUT_SCHEMA = (
-    "kv_sdpa.out(Tensor q, Tensor k_cache, Tensor v_cache, SymInt start_pos, *, Tensor(a!) out) "
-    "-> Tensor(a!)"
-)
 # Largest K the kernels accept (every int32 accumulator stays exact below it).
 MAX_IN_FEATURES = 1 << 20
 
@@ -137,46 +132,10 @@ def _tq2_linear_out_meta(
     return out
 
 
-def kv_sdpa_reference(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, start_pos: int
-) -> torch.Tensor:
-    """Causal attention of q [1, n, H, D] (positions start_pos ..) over the caches [1, S, Hkv, D]:
-    what ExecuTorch's llama::custom_sdpa(q, k, v, start_pos, None, 0, True) computes, and what the
-    C++ kernel (csrc/kv_sdpa.h) is tested against, within float rounding."""
-    n, heads = q.shape[1], q.shape[2]
-    keys = start_pos + n
-    rep = heads // k_cache.shape[2]
-    k = k_cache[:, :keys].transpose(1, 2).repeat_interleave(rep, dim=1)
-    v = v_cache[:, :keys].transpose(1, 2).repeat_interleave(rep, dim=1)
-    allowed = torch.arange(keys)[None, :] <= (start_pos + torch.arange(n))[:, None]
-    out = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=allowed)
-    return out.transpose(1, 2).contiguous()
-
-
-def _kv_sdpa_out(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, start_pos: int, *, out: torch.Tensor
-) -> torch.Tensor:
-    out.resize_(q.shape)
-    out.copy_(kv_sdpa_reference(q, k_cache, v_cache, start_pos))
-    return out
-
-
-def _kv_sdpa_fake(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, start_pos: int) -> torch.Tensor:
-    return torch.empty_like(q)
-
-
-def _kv_sdpa_out_meta(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, start_pos: int, *, out: torch.Tensor
-) -> torch.Tensor:
-    out.resize_(q.shape)
-    return out
-
-
 def _already_defined() -> bool:
     try:
         torch.ops.bitexport.tq2_linear.default  # noqa: B018
         torch.ops.bitexport.tq2_linear.out  # noqa: B018
-        torch.ops.bitexport.kv_sdpa.default  # noqa: B018
     except (AttributeError, RuntimeError):
         return False
     return True
@@ -200,12 +159,6 @@ def register() -> None:
     lib.impl("tq2_linear.out", _tq2_linear_out, "CompositeExplicitAutograd")
     torch.library.register_fake(f"{NAMESPACE}::tq2_linear", _tq2_linear_fake, lib=lib)
     lib.impl("tq2_linear.out", _tq2_linear_out_meta, "Meta")
-    lib.define(KV_SDPA_SCHEMA)
-    lib.define(KV_SDPA_OUT_SCHEMA)
-    lib.impl("kv_sdpa", kv_sdpa_reference, "CompositeExplicitAutograd")
-    lib.impl("kv_sdpa.out", _kv_sdpa_out, "CompositeExplicitAutograd")
-    torch.library.register_fake(f"{NAMESPACE}::kv_sdpa", _kv_sdpa_fake, lib=lib)
-    lib.impl("kv_sdpa.out", _kv_sdpa_out_meta, "Meta")
     _LIBRARY = lib
 
 

@@ -161,8 +161,7 @@ def test_fused_ternary_linear_equals_separate_bitlinears_bit_for_bit():
 
 @torch.no_grad()
 def test_tq2_lowering_matches_reference_in_eager(hf_model):
-    """norm, attention (ExecuTorch KV cache, bitexport::kv_sdpa), fused MLP and tq2 passes, run by
-    PyTorch."""
+    """norm, attention (ExecuTorch KV cache + SDPA), fused MLP and tq2 passes, run by PyTorch."""
     from bitexport.targets.executorch import lower_decoder
 
     loaded = load_model(hf_model, MAX_SEQ)
@@ -174,7 +173,7 @@ def test_tq2_lowering_matches_reference_in_eager(hf_model):
         a = lowered(torch.tensor([toks]), torch.tensor([pos]))
         b = ref(torch.tensor([toks]), torch.tensor([pos]))
         worst = max(worst, float((a - b).abs().max()))
-    assert worst <= 1e-5  # only the attention's float summation order differs from the reference
+    assert worst <= 1e-5  # only custom_sdpa's float summation order differs from the reference
 
 
 # ---------------------------------------------------------------------------- tq2 .pte
@@ -205,8 +204,7 @@ def test_tq2_pte_delegates_dense_work_and_stores_2_bits(android_bundle):
     assert not [op for op in outside if op.split("::")[-1].split(".")[0] in ("linear", "mm", "addmm", "bmm")]
     # fused q/k/v and gate/up: 4 operator calls a layer
     assert outside["bitexport::tq2_linear"] == 4 * cfg["num_layers"]
-    # tq2 bundles attend with bitexport's kernel, not ExecuTorch's custom_sdpa
-    assert outside["bitexport::kv_sdpa"] == cfg["num_layers"] and "llama::custom_sdpa" not in outside
+    assert outside["llama::custom_sdpa"] == cfg["num_layers"]
     assert d["xnnpack_partitions"] >= 1 and 0 < d["delegated_op_share"] < 1
     assert d["custom_kernels"] == ["bitexport-tq2"] and d["stock_runtime"] is False
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from bitexport.runtime_ops import library
-from bitexport.runtime_ops.ops import kv_sdpa_reference, tq2_linear_reference
+from bitexport.runtime_ops.ops import tq2_linear_reference
 from bitexport.runtime_ops.tq2_layout import (
     bits_per_weight,
     pack_tq2,
@@ -344,57 +344,6 @@ def test_kernel_zero_rows(kernels):
     x = torch.zeros(0, k)
     (y,) = _method(_to_pte(M(), (x,))).execute((x,))
     assert tuple(y.shape) == (0, n)
-
-
-# --------------------------------------------------------------- kv_sdpa (decode attention)
-
-
-def test_kv_sdpa_reference_is_executorch_custom_sdpa():
-    """The operator's reference computes what ExecuTorch's llama::custom_sdpa computes (its eager
-    kernel), GQA and a causal prefill included: the contract tq2 bundles swap it in under."""
-    from bitexport.lower.et_attention import load_llm_custom_ops
-
-    load_llm_custom_ops()
-    g = torch.Generator().manual_seed(3)
-    for n, heads, kv_heads, start in ((1, 4, 2, 7), (5, 4, 4, 0), (3, 8, 2, 10), (1, 6, 1, 31)):
-        q = torch.randn(1, n, heads, 16, generator=g)
-        k, v = torch.randn(2, 1, 32, kv_heads, 16, generator=g)
-        want = torch.ops.llama.custom_sdpa(q, k, v, start, None, 0.0, True)
-        got = torch.ops.bitexport.kv_sdpa(q, k, v, start)
-        assert got.shape == want.shape and torch.allclose(got, want, atol=1e-6, rtol=1e-5)
-
-
-class _Attend(torch.nn.Module):
-    def __init__(self, max_seq: int, kv_heads: int, head_dim: int, seed: int) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.register_buffer("k", torch.randn(1, max_seq, kv_heads, head_dim, generator=g))
-        self.register_buffer("v", torch.randn(1, max_seq, kv_heads, head_dim, generator=g))
-
-    def forward(self, q: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        start = pos[0].item()
-        torch._check_is_size(start)
-        torch._check(start + q.shape[1] <= self.k.shape[1])
-        return torch.ops.bitexport.kv_sdpa(q, self.k, self.v, start)
-
-
-@pytest.mark.parametrize("heads,kv_heads,head_dim", [(4, 2, 96), (3, 3, 20), (8, 1, 7)])
-def test_kv_sdpa_kernel_matches_reference(kernels, heads, kv_heads, head_dim):
-    """The C++ kernel against the reference: float32 throughout, only the summation order of the
-    dot products and the softmax differs, hence a few ulps (head_dim not a multiple of 8 too)."""
-    max_seq = 48
-    module = _Attend(max_seq, kv_heads, head_dim, seed=heads)
-    n_dim = torch.export.Dim("n", min=1, max=max_seq)
-    q0 = torch.randn(1, 2, heads, head_dim)
-    pte = _to_pte(module, (q0, torch.tensor([0])), dynamic_shapes=({1: n_dim}, None))
-    method = _method(pte)
-    g = torch.Generator().manual_seed(11)
-    for n, start in ((1, 0), (1, 47), (17, 0), (5, 30), (48, 0)):
-        q = 3.0 * torch.randn(1, n, heads, head_dim, generator=g)
-        (got,) = method.execute((q, torch.tensor([start])))
-        want = kv_sdpa_reference(q, module.k, module.v, start)
-        assert got.shape == want.shape
-        assert torch.allclose(got, want, atol=2e-6, rtol=1e-5), float((got - want).abs().max())
 
 
 def test_load_kernels_is_cached_and_loads_once(kernels):

@@ -11,10 +11,6 @@ wheel's custom_ops library), so they add no custom-kernel requirement.
 The KV cache stays a pair of mutable buffers per layer, in those operators' layout
 [1, max_seq_len, n_kv_heads, head_dim] (the reference keeps [1, n_kv_heads, max_seq_len, head_dim]).
 q/k/v become one fused TernaryLinear (et_ternary), o_proj a TernaryLinear of its own.
-
-`use_bitexport_sdpa` (run for tq2 bundles, which load bitexport's kernel library anyway) swaps
-custom_sdpa for `bitexport::kv_sdpa`, the same contract with a kernel that streams the cache (on
-the large shape custom_sdpa read its cache at 6-8 GB/s and ran slower on 2 threads than on 1).
 """
 
 from __future__ import annotations
@@ -41,7 +37,6 @@ class EtAttention(nn.Module):
         cache_shape = (1, max_seq_len, self.num_kv_heads, self.head_dim)
         self.register_buffer("k_cache", torch.zeros(cache_shape), persistent=False)
         self.register_buffer("v_cache", torch.zeros(cache_shape), persistent=False)
-        self.sdpa = "llama"  # or "bitexport" (use_bitexport_sdpa)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask, start) -> torch.Tensor:
         if start is None:
@@ -58,10 +53,7 @@ class EtAttention(nn.Module):
         k = k * cos + _rotate_half(k) * sin
         torch.ops.llama.update_cache(k, self.k_cache, start)
         torch.ops.llama.update_cache(v, self.v_cache, start)
-        if self.sdpa == "bitexport":
-            out = torch.ops.bitexport.kv_sdpa(q, self.k_cache, self.v_cache, start)
-        else:
-            out = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start, None, 0.0, True)
+        out = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start, None, 0.0, True)
         out = out.reshape(b, n, self.num_heads * self.head_dim)
         if self.attn_sub_norm is not None:
             out = self.attn_sub_norm(out)
@@ -72,14 +64,4 @@ def use_et_attention(model: BitNetDecoder) -> BitNetDecoder:
     """Replace every reference Attention of `model` (in place) and return it."""
     load_llm_custom_ops()
     replace_modules(model, Attention, lambda a: EtAttention(a, model.max_seq_len))
-    return model
-
-
-def use_bitexport_sdpa(model: BitNetDecoder) -> BitNetDecoder:
-    """Run every EtAttention of `model` (in place) on bitexport::kv_sdpa; return it."""
-    import bitexport.runtime_ops.ops  # noqa: F401  (defines the operator)
-
-    for m in model.modules():
-        if isinstance(m, EtAttention):
-            m.sdpa = "bitexport"
     return model

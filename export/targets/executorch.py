@@ -1,8 +1,7 @@
 """The ExecuTorch target: one .pte per bundle that ExecuTorch's LLM runners load as they load Llama.
 
 --weights (ternary layers):
-- tq2 (default): bitexport's packed 2-bit operator and its decode attention (bitexport::kv_sdpa);
-  needs bitexport's kernel library at run time.
+- tq2 (default): bitexport's packed 2-bit operator; needs bitexport's kernel library at run time.
 - int4: torchao int4 weights (exact for ternary codes) + int8 dynamic activations on XNNPACK; runs
   on a stock ExecuTorch runtime.
 - fp32: float weights on XNNPACK, the baseline; stock runtime.
@@ -11,8 +10,7 @@ runtimes) and, for --embedding int8, its quantized kernels (shipped too).
 
 Lowering, in order, each a pass from module to module on a copy of the loaded decoder:
 et_norm (RMSNorm without pow) -> et_attention (fused qkv, ExecuTorch KV cache + SDPA) -> et_mlp
-(fused gate/up) -> et_tq2 (+ bitexport's decode attention) | et_int4 | et_fp32 -> et_head ->
-et_embedding; then et_program.
+(fused gate/up) -> et_tq2 | et_int4 | et_fp32 -> et_head -> et_embedding; then et_program.
 
 ExportOptions.extra switches: "int4_activations" ("xnnpack" default | "exact", et_int4),
 "int4_group_size" (None = one block a row | 32, ...), "xnnpack" ("gemm" default | "all": also
@@ -38,7 +36,7 @@ RUNTIME = "executorch"
 
 def lower_decoder(loaded: LoadedModel, options: ExportOptions):
     """The ExecuTorch-ready module for `options` (the loaded model is left untouched)."""
-    from bitexport.lower.et_attention import use_bitexport_sdpa, use_et_attention
+    from bitexport.lower.et_attention import use_et_attention
     from bitexport.lower.et_embedding import quantize_embedding
     from bitexport.lower.et_fp32 import to_fp32
     from bitexport.lower.et_head import quantize_head
@@ -54,7 +52,7 @@ def lower_decoder(loaded: LoadedModel, options: ExportOptions):
     model = fuse_mlp(use_et_attention(use_et_norms(model)))
     weights = options.weights or WEIGHTS[0]
     if weights == "tq2":
-        model = use_bitexport_sdpa(to_tq2(model))
+        model = to_tq2(model)
     elif weights == "int4":
         model = to_int4(model, options.extra.get("int4_group_size"), options.extra.get("int4_activations", "xnnpack"))
     else:

@@ -1,7 +1,5 @@
 /*
- * ExecuTorch registrations of the bitexport operators (schemas: runtime_ops/ops.py).
- *
- * bitexport::tq2_linear.out:
+ * ExecuTorch registration of bitexport::tq2_linear.out (schema: runtime_ops/ops.py):
  *   tq2_linear.out(Tensor x, Tensor packed_weight, Tensor weight_scale, int out_features, *,
  *                  Tensor(a!) out) -> Tensor(a!)
  * x float32 [..., K], packed_weight uint8 [ceil(N/4), ceil(K/128)*128] (tq2_layout.h),
@@ -11,7 +9,6 @@
 #include <executorch/runtime/core/exec_aten/util/tensor_util.h>
 #include <executorch/runtime/kernel/kernel_includes.h>
 
-#include "kv_sdpa.h"
 #include "tq2_kernel.h"
 #include "tq2_layout.h"
 
@@ -81,39 +78,7 @@ Tensor& tq2_linear_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor&
   return out;
 }
 
-// kv_sdpa.out(Tensor q, Tensor k_cache, Tensor v_cache, SymInt start_pos, *, Tensor(a!) out)
-// q float32 [1, n, H, D], caches float32 [1, S, Hkv, D], out [1, n, H, D] (kv_sdpa.h).
-Tensor& kv_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor& k_cache,
-                    const Tensor& v_cache, int64_t start_pos, Tensor& out) {
-  const Tensor* const tensors[] = {&q, &k_cache, &v_cache, &out};
-  for (const Tensor* t : tensors) {
-    ET_KERNEL_CHECK_MSG(ctx, t->scalar_type() == ScalarType::Float && t->dim() == 4, InvalidArgument,
-                        out, "kv_sdpa: q, caches and out must be float32 [1, len, heads, head_dim]");
-    ET_KERNEL_CHECK(ctx, executorch::runtime::tensor_is_default_dim_order(*t), InvalidArgument, out);
-  }
-  const int64_t n = q.size(1), heads = q.size(2), d = q.size(3);
-  const int64_t max_seq = k_cache.size(1), kv_heads = k_cache.size(2);
-  ET_KERNEL_CHECK_MSG(ctx, q.size(0) == 1 && k_cache.size(0) == 1 && v_cache.size(0) == 1,
-                      InvalidArgument, out, "kv_sdpa: batch must be 1");
-  ET_KERNEL_CHECK_MSG(ctx,
-                      v_cache.size(1) == max_seq && v_cache.size(2) == kv_heads &&
-                          k_cache.size(3) == d && v_cache.size(3) == d,
-                      InvalidArgument, out, "kv_sdpa: k_cache and v_cache must match [1, S, Hkv, D]");
-  ET_KERNEL_CHECK_MSG(ctx, kv_heads >= 1 && heads % kv_heads == 0, InvalidArgument, out,
-                      "kv_sdpa: heads must be a multiple of kv_heads");
-  ET_KERNEL_CHECK_MSG(ctx, start_pos >= 0 && start_pos + n <= max_seq, InvalidArgument, out,
-                      "kv_sdpa: start_pos %" PRId64 " + %" PRId64 " tokens exceeds the cache (%" PRId64 ")",
-                      start_pos, n, max_seq);
-  ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::resize_tensor(out, q.sizes()) == Error::Ok,
-                      InvalidArgument, out, "kv_sdpa: could not resize out");
-  attn::kv_sdpa_f32({q.const_data_ptr<float>(), k_cache.const_data_ptr<float>(),
-                     v_cache.const_data_ptr<float>(), out.mutable_data_ptr<float>(), n, heads,
-                     kv_heads, d, start_pos, max_seq});
-  return out;
-}
-
 } // namespace
 } // namespace bitexport
 
 EXECUTORCH_LIBRARY(bitexport, "tq2_linear.out", bitexport::tq2_linear_out);
-EXECUTORCH_LIBRARY(bitexport, "kv_sdpa.out", bitexport::kv_sdpa_out);
