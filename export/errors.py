@@ -20,3 +20,13 @@ class TargetError(BitexportError):
 
 class EnvironmentProblem(BitexportError):
     """This machine lacks something a step needs (a compiler, a runtime, a kernel library)."""
+
+
+def require(module: str, pip_spec: str):
+    """Import `module`, or raise EnvironmentProblem naming the pip requirement that provides it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise EnvironmentProblem(f"{module} is not importable ({e}); pip install '{pip_spec}'") from None

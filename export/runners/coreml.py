@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bitexport.errors import BundleError, EnvironmentProblem
+from bitexport.errors import BundleError, EnvironmentProblem, require
 from bitexport.model.generate import Generation, timed_greedy
+
+COREMLTOOLS_PIN = "coremltools==9.0"  # what pyproject.toml pins
 
 
 def prompt_mask(n: int) -> np.ndarray:
@@ -27,10 +29,7 @@ class CoreMLRunner:
     def __init__(self, package: str | Path, max_seq_len: int, eos_ids: tuple[int, ...] = (), compute_units: str = "CPU_AND_GPU") -> None:
         if sys.platform != "darwin":
             raise EnvironmentProblem("Core ML models run on macOS only; use `bitexport verify` for the static checks here")
-        try:
-            import coremltools as ct
-        except ImportError as e:
-            raise EnvironmentProblem(f"coremltools is not importable ({e}); pip install coremltools==9.0") from None
+        ct = require("coremltools", COREMLTOOLS_PIN)
         self.package = Path(package)
         if not self.package.is_dir():
             raise BundleError(f"{self.package}: missing; export the bundle again")

@@ -7,16 +7,8 @@ import json
 import time
 from pathlib import Path
 
-from bitexport.errors import BundleError, EnvironmentProblem
+from bitexport.errors import BundleError, require
 from bitexport.model.generate import Generation, GenerationStats
-
-
-def _genai():
-    try:
-        import onnxruntime_genai as og
-    except ImportError as e:
-        raise EnvironmentProblem(f"onnxruntime-genai is not importable ({e}); pip install 'onnxruntime-genai>=0.18,<0.19'") from None
-    return og
 
 
 class OnnxGenaiRunner:
@@ -32,7 +24,7 @@ class OnnxGenaiRunner:
     ) -> None:
         """`threads`: ORT intra-op threads (None: ORT's default); `ignore_eos`: always generate
         max_new_tokens (benchmarks), by asking genai for a min_length equal to its max_length."""
-        og = _genai()
+        og = require("onnxruntime_genai", "onnxruntime-genai>=0.18,<0.19")
         self.folder = Path(folder)
         if not (self.folder / "genai_config.json").is_file():
             raise BundleError(f"{self.folder}: no genai_config.json; export the bundle again")

@@ -29,9 +29,10 @@ from pathlib import Path
 
 from bitexport import __version__
 from bitexport.bundle import Artifact, Bundle
-from bitexport.errors import EnvironmentProblem, InputError, TargetError
+from bitexport.errors import EnvironmentProblem, InputError, TargetError, require
 from bitexport.load import LoadedModel
 from bitexport.runners.base import Runner
+from bitexport.runners.coreml import COREMLTOOLS_PIN
 from bitexport.targets.base import ExportOptions
 
 ARTIFACT = "model.mlpackage"
@@ -47,20 +48,12 @@ FP16_SMALLEST_NORMAL = 2.0**-14
 FP16_MAX = 65504.0
 
 
-def _coremltools():
-    try:
-        import coremltools
-    except ImportError as e:
-        raise EnvironmentProblem(f"coremltools is not importable ({e}); pip install coremltools==9.0") from None
-    return coremltools
-
-
 class CoreMLTarget:
     name = "coreml"
     weights = ("tq2", "int4")
 
     def check(self, model: LoadedModel, options: ExportOptions) -> None:
-        _coremltools()
+        require("coremltools", COREMLTOOLS_PIN)
         weights = options.weights or self.weights[0]
         if weights not in self.weights:
             raise TargetError(f"--weights {weights} is not available for target coreml; choose one of {', '.join(self.weights)}")
