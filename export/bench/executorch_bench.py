@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -82,21 +81,14 @@ def _child_measure(args: argparse.Namespace) -> dict:
 
 
 def _run_child(argv: list[str]) -> tuple[dict, int]:
-    """Run this module as a child; (its JSON result, its peak RSS in bytes from wait4)."""
-    import tempfile
+    """Run this module as a child; (its JSON result, its own peak RSS in bytes)."""
+    from bitexport.bench.llamacpp import run_with_rusage
 
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "bitexport.bench.executorch_bench", *argv],
-                                stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)  # reaps the child itself: its own ru_maxrss
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    if proc.returncode != 0:
+    rc, stdout, stderr, _, peak = run_with_rusage([sys.executable, "-m", "bitexport.bench.executorch_bench", *argv])
+    if rc != 0:
         tail = "\n".join(stderr.strip().splitlines()[-15:])
-        raise RuntimeError(f"child {' '.join(argv[:3])} failed (exit {proc.returncode}):\n{tail}")
-    return json.loads(stdout.strip().splitlines()[-1]), usage.ru_maxrss * 1024
+        raise RuntimeError(f"child {' '.join(argv[:3])} failed (exit {rc}):\n{tail}")
+    return json.loads(stdout.strip().splitlines()[-1]), peak
 
 
 # ----------------------------------------------------------------------------- the run
