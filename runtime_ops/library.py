@@ -29,6 +29,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from bitexport.cache import cache_dir
 from bitexport.errors import EnvironmentProblem
 
 LIB_BASENAME = "bitexport_kernels"
@@ -57,8 +58,7 @@ def source_files() -> list[Path]:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("BITEXPORT_CACHE") or os.path.join(Path.home(), ".cache", "bitexport")
-    return Path(base).expanduser() / "runtime_ops"
+    return cache_dir("runtime_ops")
 
 
 def _executorch_info() -> tuple[str, Path]:

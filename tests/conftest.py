@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bitexport.tiny import make_tiny_checkpoint
+from bitexport.formats.tiny import make_tiny_checkpoint
 
 # (format, linear_class, quantization_mode) of every checkpoint flavour the loaders accept
 HF_VARIANTS = [

@@ -59,9 +59,9 @@ def test_run_reference_prints_text_and_speed(request, fixture):
 
 
 def test_run_json_matches_reference_generation(capsys, tiny_hf):
-    from bitexport.load import load_model
-    from bitexport.model.generate import greedy_generate
-    from bitexport.text import TextCodec
+    from bitexport.formats import load_model
+    from bitexport.runtime.generate import greedy_generate
+    from bitexport.runtime.text import TextCodec
 
     assert main(["run", str(tiny_hf), "--prompt", "To be", "-n", "10", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)

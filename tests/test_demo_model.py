@@ -21,8 +21,8 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
-from bitexport.load import load_model
-from bitexport.model.generate import greedy_generate
+from bitexport.formats import load_model
+from bitexport.runtime.generate import greedy_generate
 from hf_reference import hf_greedy, hf_logits, load_hf
 
 DEMO = Path(str(files("bitexport") / "demo_model"))

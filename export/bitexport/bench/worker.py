@@ -1,0 +1,124 @@
+"""What each benchmark subprocess does: export one variant, or measure one variant once.
+
+    python -m bitexport.bench.worker export  --model DIR --target T --weights W --head H --max-seq-len N --out BUNDLE
+    python -m bitexport.bench.worker measure --bundle BUNDLE --artifact I --threads T --prompt FILE --new-tokens N
+    python -m bitexport.bench.worker measure --model DIR --threads T --prompt FILE --new-tokens N --max-seq-len N
+
+Every step runs in a process of its own so that its peak resident memory (the parent reads the
+child's ru_maxrss) is that step's alone. The result is one JSON line on stdout; a failure the user
+can act on is one line on stderr with exit code 3 (the suite reports it as 'unavailable: ...'); any other
+error leaves its traceback (reported as 'failed: ...').
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+UNAVAILABLE = 3  # exit code: this variant cannot be produced/run here (the message says why)
+
+
+def _vm_hwm() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _export(args: argparse.Namespace) -> dict:
+    from bitexport.api import export
+    from bitexport.targets import config_class
+
+    config = config_class(args.target)(weights=args.weights, head=args.head)
+    t0 = time.perf_counter()
+    bundle = export(args.model, args.target, args.out, config=config, max_seq_len=args.max_seq_len, force=True)
+    wall = time.perf_counter() - t0
+    return {"bundle": str(bundle.path), "export_s": wall,
+            "artifacts": [{"path": a.path, "runtime": a.runtime, "weight_format": a.weight_format, "bytes": a.bytes,
+                           "details": a.details} for a in bundle.artifacts]}
+
+
+def make_runner(args: argparse.Namespace):
+    """(runner, threads_applied) through the same interfaces `bitexport run` uses."""
+    if args.bundle:
+        from bitexport.bundle.store import read_bundle
+        from bitexport.targets import get_target
+
+        bundle = read_bundle(args.bundle)
+        artifact = bundle.artifacts[args.artifact]
+        runner = get_target(artifact.target).runner(bundle, artifact)
+        if args.threads:
+            runner.set_threads(args.threads)
+        return runner, bool(args.threads)
+    from bitexport.formats import load_model
+    from bitexport.runtime.reference import ReferenceRunner
+
+    return ReferenceRunner(load_model(args.model, args.max_seq_len), args.threads), True
+
+
+def _measure(args: argparse.Namespace) -> dict:
+    prompt = json.loads(Path(args.prompt).read_text())
+    t0 = time.perf_counter()
+    runner, applied = make_runner(args)
+    load_s = time.perf_counter() - t0
+    runner.generate(prompt[: min(8, len(prompt))], 2)  # warm-up: lazy allocations, thread pools
+    gen = runner.generate(prompt, args.new_tokens)
+    s = gen.stats
+    return {
+        "runner": runner.name,
+        "threads_applied": applied,
+        "load_s": load_s,
+        "prompt_tokens": s.prompt_tokens,
+        "new_tokens": s.new_tokens,
+        "prefill_s": s.prefill_s,
+        "decode_s": s.decode_s,
+        "prefill_tokens_per_s": s.prefill_tokens_per_s,
+        "decode_tokens_per_s": s.decode_tokens_per_s,
+        "tokens": list(map(int, gen.tokens)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bitexport.bench.worker")
+    sub = p.add_subparsers(dest="step", required=True)
+    e = sub.add_parser("export")
+    e.add_argument("--model", required=True)
+    e.add_argument("--target", required=True)
+    e.add_argument("--weights", required=True)
+    e.add_argument("--head", default="int4")
+    e.add_argument("--max-seq-len", type=int, required=True)
+    e.add_argument("--out", required=True)
+    m = sub.add_parser("measure")
+    m.add_argument("--bundle")
+    m.add_argument("--artifact", type=int, default=0)
+    m.add_argument("--model")
+    m.add_argument("--max-seq-len", type=int)
+    m.add_argument("--threads", type=int, default=None)
+    m.add_argument("--prompt", required=True, help="JSON file with the prompt's token ids")
+    m.add_argument("--new-tokens", type=int, required=True)
+    args = p.parse_args(argv)
+    if getattr(args, "threads", None):
+        # runtimes that size their pools from the environment (OpenMP, torch) follow it too
+        import os
+
+        os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    from bitexport.errors import BitexportError
+
+    try:
+        result = _export(args) if args.step == "export" else _measure(args)
+    except BitexportError as e:  # anything else is a bug: its traceback goes to stderr
+        print(str(e).splitlines()[0] if str(e) else type(e).__name__, file=sys.stderr)
+        return UNAVAILABLE
+    # the step's own high-water mark, read just before exit (the parent polls it too, but may
+    # miss a peak in the last moments)
+    result["vm_hwm_bytes"] = _vm_hwm()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,272 @@
+"""The `bitexport` command: argument parsing and one-line errors; the work lives elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from bitexport import __version__
+from bitexport.errors import BitexportError, EnvironmentProblem, InputError
+
+DEMO_MODEL = Path(__file__).resolve().parent / "demo_model"
+DEFAULT_PROMPT = "ROMEO:"
+
+
+def _default_model(model: str | None) -> str:
+    if model:
+        return model
+    if (DEMO_MODEL / "config.json").is_file():
+        return str(DEMO_MODEL)
+    raise InputError("no MODEL given and this install has no bundled demo model; pass a model folder")
+
+
+def _config_options() -> dict[str, list]:
+    """Every target option, by field name: the (target, field) pairs that declare it."""
+    from bitexport.targets import TARGETS, config_class
+
+    options: dict[str, list] = {}
+    for name in TARGETS:
+        for f in config_class(name).options():
+            options.setdefault(f.name, []).append((name, f))
+    return options
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per target option (derived from the frozen configs), default None = "not given",
+    so each target keeps its own default."""
+    group = parser.add_argument_group("target options (each applies to the targets named in its help)")
+    for name, decls in _config_options().items():
+        choices = []
+        for _, f in decls:
+            choices += [c for c in (f.metadata["choices"] or ()) if c not in choices]
+        targets = ", ".join(t for t, _ in decls)
+        first = decls[0][1]
+        defaults = {str(f.default) for _, f in decls}
+        default = defaults.pop() if len(defaults) == 1 else "; ".join(f"{t}: {f.default}" for t, f in decls)
+        accepts = {tuple(f.metadata["choices"] or ()) for _, f in decls}
+        per_target = "" if len(accepts) == 1 else "; accepted: " + "; ".join(
+            f"{t}: {', '.join(map(str, f.metadata['choices']))}" for t, f in decls)
+        group.add_argument(
+            "--" + name.replace("_", "-"), *(["-w"] if name == "weights" else []), dest=name, default=None,
+            type=first.metadata["parse"], choices=choices or None, metavar=name.upper() if not choices else None,
+            help=f"[{targets}] {first.metadata['help']} (default {default}{per_target})",
+        )
+
+
+def configs_from_args(args: argparse.Namespace) -> list:
+    """The platform's target configs from the flags given; a flag no target of the platform has
+    is refused rather than ignored."""
+    from bitexport.targets import config_class, platform_targets
+
+    names = platform_targets(args.target)
+    options = _config_options()
+    given = {n: v for n in options if (v := getattr(args, n, None)) is not None}
+    for key in given:
+        if not any(t in names for t, _ in options[key]):
+            owners = ", ".join(t for t, _ in options[key])
+            raise InputError(f"--{key.replace('_', '-')} is an option of {owners}, not of --target {args.target}; drop it")
+    configs = []
+    for t in names:
+        cls = config_class(t)
+        fields = {f.name for f in cls.options()}
+        configs.append(cls(**{k: v for k, v in given.items() if k in fields}))
+    return configs
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from bitexport.api import export
+
+    model = _default_model(args.model)
+    out = Path(args.output) if args.output else Path("bundles") / f"{Path(model).resolve().name}-{args.target}"
+    export(model, args.target, out, config=configs_from_args(args), max_seq_len=args.max_seq_len, force=args.force)
+    print(out)
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from bitexport.bundle.describe import describe, format_description
+
+    d = describe(args.path)
+    print(json.dumps(d, indent=2) if args.json else format_description(d))
+    return 0
+
+
+def _make_runner(path: Path, threads: int | None):
+    """(runner, tokenizer.json) for a bundle's first artifact runnable here, or a model folder."""
+    from bitexport.bundle.store import is_bundle, read_bundle
+
+    if path.is_dir() and is_bundle(path):
+        from bitexport.targets import get_target
+
+        bundle = read_bundle(path)
+        why: list[EnvironmentProblem] = []
+        for a in bundle.artifacts:
+            try:
+                runner = get_target(a.target).runner(bundle, a)
+            except EnvironmentProblem as e:
+                why.append(e)
+                continue
+            if threads:
+                runner.set_threads(threads)
+            return runner, bundle.tokenizer_path
+        if len(why) == 1:  # the artifact's own reason names the fix best
+            raise why[0]
+        raise EnvironmentProblem(
+            f"{path}: no artifact of this bundle runs on this machine "
+            f"({'; '.join(f'{a.path}: {e}' for a, e in zip(bundle.artifacts, why))}); "
+            "export one for this desktop with `bitexport export --target desktop`"
+        )
+    from bitexport.formats import load_model
+    from bitexport.runtime.reference import ReferenceRunner
+
+    loaded = load_model(path)
+    runner = ReferenceRunner(loaded)
+    if threads:
+        runner.set_threads(threads)
+    return runner, loaded.tokenizer_path
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bitexport.runtime.text import TextCodec
+
+    if args.max_new_tokens < 1:
+        raise InputError("--max-new-tokens must be at least 1")
+    runner, tok_path = _make_runner(Path(_default_model(args.path)), args.threads)
+    codec = TextCodec(tok_path)
+    prompt_ids = codec.encode(args.prompt)
+    gen = runner.generate(prompt_ids, args.max_new_tokens)
+    s = gen.stats
+    text = codec.decode(prompt_ids + gen.tokens)
+    if args.json:
+        print(json.dumps({
+            "runner": runner.name,
+            "prompt_tokens": len(prompt_ids),
+            "tokens": gen.tokens,
+            "text": text,
+            "prefill_tokens_per_s": round(s.prefill_tokens_per_s, 2),
+            "decode_tokens_per_s": round(s.decode_tokens_per_s, 2),
+        }))
+    else:
+        print(text)
+        print(
+            f"[{runner.name}] prefill {s.prefill_tokens_per_s:.1f} tokens/s ({s.prompt_tokens} tokens), "
+            f"decode {s.decode_tokens_per_s:.1f} tokens/s ({s.new_tokens} tokens)"
+        )
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from bitexport.bundle.verify import format_report, verify_bundle
+
+    report = verify_bundle(args.bundle, args.model, args.max_new_tokens)
+    print(format_report(report))
+    return 0 if report.ok else 1
+
+
+def _cmd_make_tiny(args: argparse.Namespace) -> int:
+    from bitexport.formats.tiny import make_tiny_checkpoint
+
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise InputError(f"{out} already exists; pass --force to overwrite it or choose another folder")
+    make_tiny_checkpoint(out, args.format, linear_class=args.linear_class, mode=args.mode, seed=args.seed)
+    print(out)
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors become one line naming the fix, like every other bad input (argparse would
+    print the whole usage block first)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise InputError(f"{message}; see `{self.prog} --help`")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bitexport.targets import PLATFORMS
+
+    p = _Parser(
+        prog="bitexport",
+        description="Export 1.58-bit (BitNet b1.58) language models to ExecuTorch, Core ML and ONNX bundles, "
+        "and run or verify them on this machine.",
+    )
+    p.add_argument("--version", action="version", version=f"bitexport {__version__}")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="show the libraries' own warnings, logs and progress bars (hidden by default)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    e = sub.add_parser("export", help="export a model folder to a bundle for a target platform",
+                       description="Load MODEL, lower its ternary layers for the target and write a bundle "
+                       "(artifacts, tokenizer.json, manifest.json) atomically.")
+    e.add_argument("model", nargs="?", metavar="MODEL", help="model folder (default: the bundled demo model)")
+    e.add_argument("--target", "-t", required=True, choices=list(PLATFORMS),
+                   help="android/executorch: .pte; ios: .pte + .mlpackage; coreml: .mlpackage; desktop/onnx: ONNX")
+    e.add_argument("--max-seq-len", type=int, default=None, help="KV-cache length in tokens (default: min(512, model's))")
+    e.add_argument("-o", "--output", help="bundle folder (default: bundles/<model>-<target>)")
+    e.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    _add_config_flags(e)
+    e.set_defaults(func=_cmd_export)
+
+    i = sub.add_parser("inspect", help="describe a model folder or a bundle")
+    i.add_argument("path", metavar="PATH", help="model folder or bundle folder")
+    i.add_argument("--json", action="store_true", help="print JSON instead of text")
+    i.set_defaults(func=_cmd_inspect)
+
+    r = sub.add_parser("run", help="generate text with a bundle (desktop runtime) or a model folder (PyTorch reference)")
+    r.add_argument("path", nargs="?", metavar="PATH", help="bundle or model folder (default: the bundled demo model)")
+    r.add_argument("--prompt", "-p", default=DEFAULT_PROMPT, help=f"prompt text (default {DEFAULT_PROMPT!r})")
+    r.add_argument("--max-new-tokens", "-n", type=int, default=64, help="tokens to generate (default 64)")
+    r.add_argument("--threads", type=int, default=None, help="CPU threads (default: the runtime's)")
+    r.add_argument("--json", action="store_true", help="print tokens, text and tokens/s as JSON")
+    r.set_defaults(func=_cmd_run)
+
+    v = sub.add_parser("verify", help="check a bundle's hashes and its artifacts' tokens against the PyTorch reference")
+    v.add_argument("bundle", metavar="BUNDLE")
+    v.add_argument("--model", help="source model folder (default: the path recorded in the manifest)")
+    v.add_argument("--max-new-tokens", "-n", type=int, default=32, help="greedy tokens to compare (default 32)")
+    v.set_defaults(func=_cmd_verify)
+
+    t = sub.add_parser("make-tiny", help="write a tiny random checkpoint to try the pipeline on")
+    t.add_argument("output", metavar="OUT")
+    t.add_argument("--format", choices=("hf-bitnet", "1bitllm"), default="hf-bitnet")
+    t.add_argument("--linear-class", choices=("bitlinear", "autobitlinear"), default="bitlinear")
+    t.add_argument("--mode", choices=("offline", "online"), default="offline")
+    t.add_argument("--seed", type=int, default=1)
+    t.add_argument("--force", action="store_true", help="overwrite an existing folder")
+    t.set_defaults(func=_cmd_make_tiny)
+
+    # subcommands that live with their own code (training recipe, benchmark suite); an import
+    # failure here is a bug to see, not a subcommand to hide
+    for module in ("bitexport.train", "bitexport.bench.cli"):
+        importlib.import_module(module).register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    from bitexport.log import configure, quiet_libraries
+
+    verbose = bool({"-v", "--verbose"} & set(argv))
+    if not verbose:  # before the parser imports the subcommands' libraries
+        quiet_libraries()
+    configure(verbose)
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except BitexportError as e:
+        print(f"bitexport: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bitexport: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

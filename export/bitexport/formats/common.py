@@ -1,0 +1,145 @@
+"""What both checkpoint formats share: the loaded-model record and building the decoder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from bitexport.model.config import ATTENTION_LINEARS, MLP_LINEARS, ModelConfig
+from bitexport.errors import InputError
+from bitexport.formats.folder import TensorTable
+from bitexport.model.bitlinear import BitLinear
+from bitexport.model.decoder import BitNetDecoder
+
+# Reads one ternary linear: (tensor-name prefix, (out, in)) -> (int8 codes [out, in], scale [1]).
+LinearReader = Callable[[str, tuple[int, int]], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class StoredFormat:
+    """How one group of tensors is stored in the source checkpoint, for `inspect`."""
+
+    format: str
+    weights: int = 0
+    bytes: int = 0
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8.0 * self.bytes / self.weights if self.weights else 0.0
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    source_format: str  # "hf-bitnet" or "1bitllm"
+    config: ModelConfig
+    model: BitNetDecoder
+    tokenizer_path: Path
+    source_path: Path
+    stored: dict[str, StoredFormat] = field(default_factory=dict)
+    details: dict[str, str] = field(default_factory=dict)
+
+
+def cfg_int(raw: dict, key: str, source: Path, default: int | None = None) -> int:
+    value = raw.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise InputError(f"{source}/config.json: {key!r} must be a positive integer (got {value!r}); fix config.json")
+    return value
+
+
+def eos_ids(raw: dict) -> tuple[int, ...]:
+    eos = raw.get("eos_token_id")
+    if eos is None:
+        return ()
+    return tuple(eos) if isinstance(eos, list) else (int(eos),)
+
+
+def rope_theta(raw: dict, default: float) -> float:
+    params = raw.get("rope_parameters") or {}
+    scaling = raw.get("rope_scaling") or {}
+    kind = params.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
+    if kind not in ("default", None):
+        raise InputError(f"rope type {kind!r} is not supported (only plain RoPE); use a checkpoint with default RoPE")
+    return float(raw.get("rope_theta", params.get("rope_theta", default)))
+
+
+def record(stored: dict[str, StoredFormat], group: str, fmt: str, t: torch.Tensor, weights: int) -> None:
+    entry = stored.setdefault(group, StoredFormat(fmt))
+    entry.weights += weights
+    entry.bytes += t.numel() * t.element_size()
+
+
+def build_decoder(
+    cfg: ModelConfig,
+    table: TensorTable,
+    read_linear: LinearReader,
+    stored: dict[str, StoredFormat],
+    max_seq_len: int,
+) -> BitNetDecoder:
+    """Fill a BitNetDecoder from HF-named tensors; every shape is checked against `cfg`."""
+    model = BitNetDecoder(cfg, max_seq_len)
+    h = cfg.hidden_size
+    with torch.no_grad():
+        emb = table.take("model.embed_tokens.weight", (cfg.vocab_size, h))
+        record(stored, "embedding", str(emb.dtype).removeprefix("torch."), emb, emb.numel())
+        model.embed_tokens.weight.copy_(emb.float())
+        shapes = cfg.linear_shapes()
+        for i, layer in enumerate(model.layers):
+            p = f"model.layers.{i}"
+            for module, names in ((layer.self_attn, ATTENTION_LINEARS), (layer.mlp, MLP_LINEARS)):
+                kind = "self_attn" if module is layer.self_attn else "mlp"
+                for name in names:
+                    codes, scale = read_linear(f"{p}.{kind}.{name}", shapes[name])
+                    setattr(module, name, BitLinear.from_ternary(codes, scale))
+            _norm(layer.input_layernorm, table, f"{p}.input_layernorm.weight", h, stored)
+            _norm(layer.post_attention_layernorm, table, f"{p}.post_attention_layernorm.weight", h, stored)
+            if cfg.attn_sub_norm:
+                _norm(layer.self_attn.attn_sub_norm, table, f"{p}.self_attn.attn_sub_norm.weight", cfg.q_size, stored)
+            if cfg.ffn_sub_norm:
+                _norm(layer.mlp.ffn_sub_norm, table, f"{p}.mlp.ffn_sub_norm.weight", cfg.intermediate_size, stored)
+        _norm(model.norm, table, "model.norm.weight", h, stored)
+        if model.lm_head is not None:
+            head = table.take("lm_head.weight", (cfg.vocab_size, h))
+            record(stored, "lm_head", str(head.dtype).removeprefix("torch."), head, head.numel())
+            model.lm_head.weight.copy_(head.float())
+    model.eval()
+    return model
+
+
+def _norm(norm, table: TensorTable, name: str, size: int, stored: dict[str, StoredFormat]) -> None:
+    w = table.take(name, (size,))
+    record(stored, "norms", str(w.dtype).removeprefix("torch."), w, w.numel())
+    norm.weight.copy_(w.float())
+
+
+def llama_shaped_config(
+    raw: dict, src: Path, *, act: str, rope_default: float, eps_default: float, sub_norms: bool
+) -> ModelConfig:
+    """The Llama-shaped fields every BitNet config.json shares; each format supplies its defaults
+    (the values its reference implementation assumes when a field is absent) and its switches."""
+    heads = cfg_int(raw, "num_attention_heads", src)
+    hidden = cfg_int(raw, "hidden_size", src)
+    try:
+        return ModelConfig(
+            vocab_size=cfg_int(raw, "vocab_size", src),
+            hidden_size=hidden,
+            intermediate_size=cfg_int(raw, "intermediate_size", src),
+            num_layers=cfg_int(raw, "num_hidden_layers", src),
+            num_heads=heads,
+            num_kv_heads=cfg_int(raw, "num_key_value_heads", src, heads),
+            head_dim=raw.get("head_dim") or hidden // heads,
+            hidden_act=act,
+            rope_theta=rope_theta(raw, rope_default),
+            rms_norm_eps=float(raw.get("rms_norm_eps", eps_default)),
+            attn_sub_norm=sub_norms,
+            ffn_sub_norm=sub_norms,
+            tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+            max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
+            bos_token_id=raw.get("bos_token_id"),
+            eos_token_ids=eos_ids(raw),
+        )
+    except ValueError as e:
+        raise InputError(f"{src}/config.json: {e}; fix config.json") from None

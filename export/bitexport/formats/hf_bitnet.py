@@ -1,0 +1,99 @@
+"""transformers' `model_type: "bitnet"` checkpoints (BitNetForCausalLM, microsoft/bitnet-b1.58-2B-4T).
+
+Scale conventions, as transformers' integrations/bitnet.py applies them:
+- linear_class "bitlinear": y = (xq . W) / (s * weight_scale), so W_eff = codes / weight_scale.
+- linear_class "autobitlinear", offline: y = (x_deq . W) * weight_scale, so W_eff = codes * weight_scale.
+- autobitlinear, online: full-precision weights, absmean-ternarized on the fly (here: at load).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bitexport.model.config import ModelConfig
+from bitexport.errors import InputError
+from bitexport.formats.hf_packing import unpack_rows
+from bitexport.formats.common import LoadedModel, StoredFormat, build_decoder, llama_shaped_config, record
+from bitexport.formats.folder import ModelFolder, TensorTable, read_tensors, require_tokenizer
+from bitexport.model.bitlinear import absmean_ternarize
+
+LINEAR_CLASSES = ("bitlinear", "autobitlinear")
+MODES = ("offline", "online")
+
+
+def parse_config(folder: ModelFolder) -> tuple[ModelConfig, str, str]:
+    raw, src = folder.config, folder.path
+    q = raw.get("quantization_config") or {}
+    if q.get("quant_method", "bitnet") != "bitnet":
+        raise InputError(f"{src}: quantization_config.quant_method is {q.get('quant_method')!r}, expected 'bitnet'")
+    linear_class = q.get("linear_class", "bitlinear")
+    mode = q.get("quantization_mode", "offline")
+    if linear_class not in LINEAR_CLASSES:
+        raise InputError(f"{src}: linear_class {linear_class!r} is unknown; expected one of {LINEAR_CLASSES}")
+    if mode not in MODES:
+        raise InputError(f"{src}: quantization_mode {mode!r} is unknown; expected one of {MODES}")
+    if q.get("use_rms_norm"):
+        raise InputError(f"{src}: quantization_config.use_rms_norm=true is not supported yet; export a checkpoint without it")
+    act = raw.get("hidden_act", "relu2")
+    if act not in ("relu2", "silu"):
+        raise InputError(f"{src}: hidden_act {act!r} is not supported; bitexport handles relu2 and silu")
+    if raw.get("attention_bias"):
+        raise InputError(f"{src}: attention_bias=true is not supported; BitNet linears have no bias")
+    cfg = llama_shaped_config(raw, src, act=act, rope_default=500000.0, eps_default=1e-5, sub_norms=True)
+    return cfg, linear_class, mode
+
+
+def load(folder: ModelFolder, max_seq_len: int) -> LoadedModel:
+    cfg, linear_class, mode = parse_config(folder)
+    tokenizer = require_tokenizer(folder)
+    table = TensorTable(read_tensors(folder), folder.path)
+    stored: dict[str, StoredFormat] = {}
+
+    def read_linear(prefix: str, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        out, k = shape
+        if mode == "online":
+            w = table.take(f"{prefix}.weight", shape)
+            record(stored, "ternary", f"{_dtype(w)} (online ternarized)", w, out * k)
+            return absmean_ternarize(w)
+        w = table.take(f"{prefix}.weight")
+        ws = table.take(f"{prefix}.weight_scale").float().reshape(-1)
+        if ws.numel() != 1:
+            raise InputError(f"{folder.path}: {prefix}.weight_scale must hold one value; got {ws.numel()}")
+        if w.dtype == torch.uint8:
+            want = (-(-out // 4), k)
+            if tuple(w.shape) != want:
+                raise InputError(
+                    f"{folder.path}: tensor '{prefix}.weight' has shape {tuple(w.shape)} but config.json implies "
+                    f"{want} (packed 4 rows a byte); fix config.json or use the weights it belongs to"
+                )
+            try:
+                codes = unpack_rows(w, out)
+            except ValueError as e:
+                raise InputError(f"{folder.path}: {prefix}.weight: {e}; the file is corrupt") from None
+            record(stored, "ternary", "uint8 packed 2-bit", w, out * k)
+        else:
+            table.take(f"{prefix}.weight", shape)
+            codes = w.float()
+            if not bool(((codes == -1) | (codes == 0) | (codes == 1)).all()):
+                raise InputError(f"{folder.path}: {prefix}.weight is not ternary though quantization_mode is offline")
+            codes = codes.to(torch.int8)
+            record(stored, "ternary", f"{_dtype(w)} ternary", w, out * k)
+        record(stored, "weight_scale", str(_dtype(ws)), table.tensors[f"{prefix}.weight_scale"], 1)
+        scale = (1.0 / ws) if linear_class == "bitlinear" else ws
+        return codes, scale.reshape(1)
+
+    model = build_decoder(cfg, table, read_linear, stored, max_seq_len)
+    return LoadedModel(
+        name=folder.name,
+        source_format="hf-bitnet",
+        config=cfg,
+        model=model,
+        tokenizer_path=tokenizer,
+        source_path=folder.path,
+        stored=stored,
+        details={"linear_class": linear_class, "quantization_mode": mode},
+    )
+
+
+def _dtype(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")

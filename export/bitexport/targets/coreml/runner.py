@@ -1,0 +1,57 @@
+"""A Core ML .mlpackage as a Runner (macOS 15+ only: Core ML's runtime, `predict` and states).
+
+Greedy: the whole prompt in one `predict` (mask [1, 1, n, n], causal), then one token a call
+(mask [1, 1, 1, past + 1] of zeros), the KV cache living in the model's state.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bitexport.errors import BundleError, EnvironmentProblem, require
+from bitexport.runtime.generate import Generation, timed_greedy
+
+COREMLTOOLS_PIN = "coremltools==9.0"  # what pyproject.toml pins
+
+
+def prompt_mask(n: int) -> np.ndarray:
+    """Additive causal mask for a prompt of n tokens and an empty cache."""
+    keep = np.tril(np.ones((n, n), dtype=bool))
+    return np.where(keep, 0.0, -np.inf).astype(np.float16).reshape(1, 1, n, n)
+
+
+class CoreMLRunner:
+    name = "coreml"
+
+    def __init__(self, package: str | Path, max_seq_len: int, eos_ids: tuple[int, ...] = (), compute_units: str = "CPU_AND_GPU") -> None:
+        if sys.platform != "darwin":
+            raise EnvironmentProblem("Core ML models run on macOS only; use `bitexport verify` for the static checks here")
+        ct = require("coremltools", COREMLTOOLS_PIN)
+        self.package = Path(package)
+        if not self.package.is_dir():
+            raise BundleError(f"{self.package}: missing; export the bundle again")
+        self.max_seq_len = max_seq_len
+        self.eos_ids = tuple(eos_ids)
+        try:
+            self.model = ct.models.MLModel(str(self.package), compute_units=getattr(ct.ComputeUnit, compute_units))
+        except Exception as e:  # Core ML reports compile and load failures as bare exceptions
+            raise BundleError(f"{self.package}: Core ML cannot load it ({str(e).splitlines()[0]}); export the bundle again") from None
+
+    def set_threads(self, n: int) -> None:
+        """Core ML schedules its own threads (and the GPU); nothing to set."""
+
+    def _step(self, state, ids: list[int], mask: np.ndarray) -> int:
+        out = self.model.predict({"input_ids": np.array([ids], dtype=np.int32), "causal_mask": mask}, state=state)
+        return int(np.asarray(out["logits"]).reshape(-1).argmax())
+
+    def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
+        state = self.model.make_state()
+
+        def step(tokens: list[int], pos: int) -> int:
+            mask = prompt_mask(len(tokens)) if pos == 0 else np.zeros((1, 1, 1, pos + 1), dtype=np.float16)
+            return self._step(state, tokens, mask)
+
+        return timed_greedy(step, prompt_ids, max_new_tokens, self.max_seq_len, self.eos_ids)

@@ -1,0 +1,137 @@
+"""Runs a bundle's .pte on this desktop through ExecuTorch's Python runtime.
+
+The loop is the LLM runners' (TextLLMRunner, Android LlmModule, iOS TextRunner): `forward` once
+with the whole prompt at start_pos 0, then once per new token; the KV cache stays inside the
+program. Greedy decoding and timings as in bitexport.runtime.generate.
+
+Kernels: the LLM custom ops (KV cache, SDPA) come with the executorch wheel; a tq2 .pte also needs
+bitexport's kernel library, built or found by runtime_ops.load_kernels(). Threads: ExecuTorch's
+one thread pool serves XNNPACK and the tq2 kernel alike; `set_threads` resizes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from bitexport.bundle.store import Artifact, Bundle
+from bitexport.errors import BundleError, EnvironmentProblem, InputError
+from bitexport.runtime.generate import Generation, timed_greedy
+from bitexport.targets.executorch.kernels import TQ2, load_runtime_kernels
+
+KERNELS_FIX = (
+    "let bitexport build them (needs a C++17 compiler and `pip install 'cmake>=3.28' ninja`) or point "
+    "BITEXPORT_KERNELS_LIB at a prebuilt libbitexport_kernels; or export with --weights int4 for a stock runtime"
+)
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """Collect what native code writes to fd 2 (ExecuTorch logs each missing kernel there, dozens
+    of lines) so that a failure becomes one line; the text is handed back in the yielded list."""
+    lines: list[str] = []
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().decode(errors="replace").splitlines())
+
+
+def _portable_lib():
+    from executorch.extension.pybindings import portable_lib
+
+    return portable_lib
+
+
+class ExecutorchRunner:
+    name = "executorch"
+
+    def __init__(self, pte: str | Path, eos_ids: tuple[int, ...] = (), needs: list[str] | None = None) -> None:
+        self.pte = Path(pte)
+        if not self.pte.is_file():
+            raise BundleError(f"{self.pte}: missing; export the bundle again")
+        self.needs = list(needs) if needs is not None else [TQ2]
+        load_runtime_kernels(self.needs)
+        from executorch.runtime import Runtime
+
+        try:
+            program = Runtime.get().load_program(self.pte)
+        except (RuntimeError, ValueError) as e:
+            raise BundleError(f"{self.pte}: not a loadable .pte ({e}); export the bundle again") from None
+        self._program = program  # a Method does not keep its Program alive
+        log: list[str] = []
+        try:
+            with _captured_stderr() as log:
+                self._forward = program.load_method("forward")
+        except RuntimeError as e:
+            raise self._load_error(e, log) from None
+        self.max_seq_len = int(program.load_method("get_max_seq_len").execute([])[0])
+        self.eos_ids = tuple(eos_ids)
+
+    @classmethod
+    def for_artifact(cls, bundle: Bundle, artifact: Artifact) -> "ExecutorchRunner":
+        needs = artifact.details.get("custom_kernels")
+        if needs is None:  # a manifest without the field: assume what its weight format implies
+            needs = [TQ2] if artifact.weight_format == "tq2" else []
+        return cls(bundle.path / artifact.path, bundle.eos_token_ids, needs)
+
+    def _load_error(self, e: RuntimeError, log: list[str]) -> Exception:
+        text = str(e).strip()
+        # ExecuTorch reports a kernel it cannot find as Error::OperatorMissing (0x14) at load_method
+        # and logs "Missing operator: [i] ns::name.overload" for each
+        missing = sorted({m.group(1) for line in log if (m := re.search(r"Missing operator: \[\d+\] (\S+)", line))})
+        if missing or "0x14" in text or "0x:14" in text:
+            ops = ", ".join(missing) or "unknown"
+            if any(op.startswith("bitexport::") for op in missing) or (not missing and TQ2 in self.needs):
+                return EnvironmentProblem(
+                    f"this .pte needs bitexport's tq2 kernels ({ops}), which this ExecuTorch runtime has not "
+                    f"loaded; {KERNELS_FIX}"
+                )
+            return EnvironmentProblem(
+                f"{self.pte.name} uses operators this ExecuTorch runtime lacks ({ops}); "
+                "install executorch==1.5.1 (its LLM custom ops and quantized kernels) or export the bundle again"
+            )
+        return BundleError(f"{self.pte}: ExecuTorch could not load its forward method ({text}); export the bundle again")
+
+    def set_threads(self, n: int) -> None:
+        """Resize ExecuTorch's thread pool (XNNPACK and the tq2 kernel both run on it)."""
+        if n < 1:
+            raise InputError("--threads must be at least 1")
+        pl = _portable_lib()
+        if pl._threadpool_get_thread_count() != n:
+            pl._unsafe_reset_threadpool(n)  # "unsafe" only while a method runs; none does here
+
+    @staticmethod
+    def threads() -> int:
+        return int(_portable_lib()._threadpool_get_thread_count())
+
+    def _step(self, tokens: list[int], pos: int) -> int:
+        logits = self._forward.execute([torch.tensor([tokens], dtype=torch.long), torch.tensor([pos], dtype=torch.long)])[0]
+        return int(logits.reshape(-1, logits.shape[-1])[-1].argmax())
+
+    def logits(self, tokens: list[int], pos: int) -> torch.Tensor:
+        """One forward call: logits [1, V] of the last of `tokens` placed at `pos` (for tests)."""
+        return self._forward.execute([torch.tensor([tokens], dtype=torch.long), torch.tensor([pos], dtype=torch.long)])[0]
+
+    def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
+        if not prompt_ids:
+            raise InputError("the prompt is empty")
+        if len(prompt_ids) >= self.max_seq_len:
+            raise InputError(
+                f"the prompt has {len(prompt_ids)} tokens; this .pte holds {self.max_seq_len} positions: "
+                "shorten the prompt or export with a larger --max-seq-len"
+            )
+        # positions >= start_pos + n are never read (causal SDPA from start_pos), so a new prompt
+        # at position 0 needs no cache reset
+        return timed_greedy(self._step, prompt_ids, max_new_tokens, self.max_seq_len, self.eos_ids)

@@ -1,0 +1,147 @@
+"""The decoder's building blocks as ONNX subgraphs: BitLinear (per weight format), norms, head.
+
+BitLinear's per-token int8 activation quantization is reproduced with standard ops
+(m = max(ReduceMax(|x|), 1e-5); s = 127 / m; xq = Round(x * s); x' = xq / s) and
+x' feeds the weight product, so the product sees the same int8 grid the reference computes on.
+With MatMulNBits accuracy_level 4, ORT requantizes its input to int8 per K block by itself (scale =
+block max / 127); on x' that second rounding is exact in every block holding the token's largest
+value and moves other values by at most half a step of that block's grid: the logits difference
+this leaves is measured in tests/test_onnx.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bitexport.targets.onnx.graph import MS_DOMAIN, Graph
+from bitexport.targets.onnx.pack import block_size_for, pack_ternary, quantize_int4_blockwise
+from bitexport.model.bitlinear import ACT_EPS
+
+# --weights of the ONNX target -> MatMulNBits bits (None: a plain fp32 MatMul)
+TERNARY_BITS = {"tq2": 2, "int4": 4, "fp32": None}
+HEAD_BLOCK_SIZE = 32  # int4 head: the finest fast block, since the head is the lossy part
+
+
+@dataclass(frozen=True)
+class LinearFormat:
+    weights: str  # "tq2" | "int4" | "fp32"
+    accuracy_level: int  # MatMulNBits accuracy_level: 4 = int8 activations (fast), 0 = fp32 (exact)
+
+
+def quantize_activations(g: Graph, x: str, name: str) -> str:
+    """BitLinear's per-token absmax int8 fake quantization of x [..., K] (see the module doc)."""
+    m = g.op("ReduceMax", [g.op("Abs", [x], f"{name}/abs"), g.const([-1], np.int64)], f"{name}/max", keepdims=1)
+    m = g.op("Max", [m, g.const(ACT_EPS)], f"{name}/clamp")
+    s = g.op("Div", [g.const(127.0), m], f"{name}/scale")  # a true division, as the reference
+    # No Clip to [-128, 127]: |x_i| <= m, so |x_i * s| <= 127 * (1 + 2 ulp) and Round never leaves
+    # [-127, 127]; the reference's clamp is a no-op and the op would cost a node per input in decode.
+    xq = g.op("Round", [g.op("Mul", [x, s], f"{name}/mul")], f"{name}/round")
+    return g.op("Div", [xq, s], f"{name}/dequant")
+
+
+def ternary_linear(g: Graph, x: str, parts: list[tuple[np.ndarray, float]], fmt: LinearFormat, name: str) -> str:
+    """y = x' @ W^T for an already fake-quantized x' [..., K], W the row-wise concatenation of the
+    parts (codes int8 [N_i, K], per-tensor scale). Linears that read the same input (q/k/v,
+    gate/up) run as one node: ORT then quantizes x' once and runs one kernel instead of three."""
+    codes = np.concatenate([c for c, _ in parts], axis=0)
+    n, k = codes.shape
+    bits = TERNARY_BITS[fmt.weights]
+    if bits is None:
+        w_t = np.concatenate([c.astype(np.float32) * np.float32(sc) for c, sc in parts], axis=0).T
+        return g.op("MatMul", [x, g.init(f"{name}.weight_t", w_t)], name)
+    bs = block_size_for(k)
+    b = g.init(f"{name}.qweight", pack_ternary(codes, bits, bs))
+    # One scale per part: the file keeps the scalars and the [N, k_blocks] table MatMulNBits wants
+    # is Expand(+Concat) that ORT constant-folds at session start, before it prepacks the weights
+    # (so the fast kernel still sees constant scales; measured at the same speed as stored ones).
+    k_blocks = -(-k // bs)
+    tables = []
+    for i, (c, sc) in enumerate(parts):
+        gamma = g.init(f"{name}.scale{i}", np.array([sc], dtype=np.float32))
+        tables.append(g.op("Expand", [gamma, g.const([c.shape[0], k_blocks], np.int64)], f"{name}/scales{i}"))
+    scales = tables[0] if len(tables) == 1 else g.op("Concat", tables, f"{name}/scales", axis=0)
+    return g.op(
+        "MatMulNBits", [x, b, scales], name, domain=MS_DOMAIN,
+        K=k, N=n, bits=bits, block_size=bs, accuracy_level=fmt.accuracy_level,
+    )
+
+
+def rms_norm(g: Graph, x: str, weight: np.ndarray, eps: float, name: str) -> str:
+    w = g.init(f"{name}.weight", weight.astype(np.float32))
+    return g.op("RMSNormalization", [x, w], name, axis=-1, epsilon=eps, stash_type=1)
+
+
+def add_rms_norm(g: Graph, x: str, residual: str, weight: np.ndarray, eps: float, name: str) -> tuple[str, str]:
+    """(norm(x + residual), x + residual) in one SkipSimplifiedLayerNormalization."""
+    w = g.init(f"{name}.weight", weight.astype(np.float32))
+    normed, _, _, total = g.node(
+        "SkipSimplifiedLayerNormalization", [x, residual, w], name, n_out=4, domain=MS_DOMAIN, epsilon=eps
+    )
+    return normed, total
+
+
+def activation(g: Graph, x: str, kind: str, name: str) -> str:
+    if kind == "relu2":
+        r = g.op("Relu", [x], f"{name}/relu")
+        return g.op("Mul", [r, r], f"{name}/square")
+    if kind == "silu":
+        return g.op("Mul", [x, g.op("Sigmoid", [x], f"{name}/sigmoid")], f"{name}/silu")
+    raise ValueError(f"activation {kind!r} has no ONNX lowering")
+
+
+@dataclass
+class Table:
+    """How a [V, H] table (embedding or head weight) is stored: initializer names of its forms."""
+
+    fp32: str | None = None  # float [V, H]
+    int4: tuple[str, str] | None = None  # (uint8 [V, H/2] nibbles, float scales [V, H/32])
+
+
+def _int4_table(g: Graph, w: np.ndarray, name: str) -> tuple[str, str]:
+    b, scales = quantize_int4_blockwise(w.astype(np.float32), HEAD_BLOCK_SIZE)
+    # stored as GatherBlockQuantized reads it, [V, H/2]: the same bytes as MatMulNBits' B [V, k_blocks, 16]
+    return g.init(f"{name}.qweight", b.reshape(b.shape[0], -1)), g.init(f"{name}.scales", scales)
+
+
+def embedding(g: Graph, ids: str, w: np.ndarray, fmt: str, name: str) -> tuple[str, Table]:
+    """Rows of the embedding table w [V, H] for token ids, and how the table was stored.
+
+    "fp32": a plain Gather. "int4": GatherBlockQuantized on the int4 blockwise table (lossy, the
+    same quantization as the int4 head, so a tied head reuses its bytes)."""
+    if fmt == "fp32":
+        table = g.init(f"{name}.weight", w.astype(np.float32))
+        return g.op("Gather", [table, ids], name, axis=0), Table(fp32=table)
+    if fmt == "int4":
+        data, scales = _int4_table(g, w, name)
+        x = g.op("GatherBlockQuantized", [data, ids, scales], name, domain=MS_DOMAIN,
+                 bits=4, block_size=HEAD_BLOCK_SIZE, gather_axis=0, quantize_axis=1)
+        return x, Table(int4=(data, scales))
+    raise ValueError(f"embedding format {fmt!r} is not one of fp32, int4")
+
+
+def head(g: Graph, x: str, w: np.ndarray, shared: Table, fmt: str, accuracy_level: int, name: str, out: str) -> str:
+    """Logits [B, 1, V] from x [B, 1, H] into the tensor `out`; `w` is the head weight [V, H] and
+    `shared` what the file already holds of it (the embedding's table when tied, else nothing).
+
+    "int4": MatMulNBits 4-bit, blockwise symmetric (lossy: the error is measured in the tests); an
+    int4 embedding table is reused through a Reshape that ORT folds at load.
+    "fp32": a Gemm with transB on the [V, H] table itself, so a tied head shares the embedding's
+    initializer instead of storing a transposed copy.
+    """
+    vocab, hidden = w.shape
+    if fmt == "int4":
+        data, scales = shared.int4 or _int4_table(g, w, name)
+        k_blocks = -(-hidden // HEAD_BLOCK_SIZE)
+        b = g.op("Reshape", [data, g.const([vocab, k_blocks, HEAD_BLOCK_SIZE // 2], np.int64)], f"{name}/blocks")
+        return g.node(
+            "MatMulNBits", [x, b, scales], name, domain=MS_DOMAIN, outputs=[out],
+            K=hidden, N=vocab, bits=4, block_size=HEAD_BLOCK_SIZE, accuracy_level=accuracy_level,
+        )[0]
+    if fmt == "fp32":
+        table = shared.fp32 or g.init(f"{name}.weight", w.astype(np.float32))
+        x2 = g.op("Reshape", [x, g.const([-1, hidden], np.int64)], f"{name}/flatten")
+        y = g.op("Gemm", [x2, table], f"{name}/gemm", transB=1)
+        return g.node("Reshape", [y, g.const([-1, 1, vocab], np.int64)], name, outputs=[out])[0]
+    raise ValueError(f"head format {fmt!r} is not one of int4, fp32")
