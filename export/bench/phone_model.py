@@ -550,11 +550,28 @@ STANDIN_KERNELS = {
 }
 
 
+def executorch_compile_args() -> tuple[tuple[Path, ...], tuple[str, ...]]:
+    """Include directories and defines for sources that include ExecuTorch's headers (as
+    runtime_ops/csrc/tq2_kernel.cpp does), from the installed executorch wheel; empty without it.
+    The package is located, not imported."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("executorch")
+    if spec is None or not spec.submodule_search_locations:
+        return (), ()
+    inc = Path(list(spec.submodule_search_locations)[0]) / "include"
+    if not inc.is_dir():
+        return (), ()
+    return (inc, inc / "executorch" / "runtime" / "core" / "portable_type" / "c10"), \
+        ("-DC10_USING_CUSTOM_GENERATED_MACROS",)
+
+
 def real_kernel_spec(source: str | Path, function: str, march: str = "armv8.2-a+dotprod", tokens: int = 1,
                      weights_per_iteration: int | None = None, repo_root: Path | None = None,
-                     region: str | None = None) -> KernelSpec:
+                     region: str | None = None, includes: tuple[str | Path, ...] = ()) -> KernelSpec:
     """The spec for the real ARM kernel once it lands (runtime_ops/csrc/tq2_kernel_arm.cpp): its
-    directory is on the include path (tq2_kernel.h, tq2_layout.h) and BITEXPORT_MCA is defined, so
+    directory is on the include path (tq2_kernel.h, tq2_layout.h), so are ExecuTorch's headers when the
+    executorch wheel is installed, and BITEXPORT_MCA is defined, so
     the source may mark the loop to analyse, only in this build:
 
         #ifdef BITEXPORT_MCA
@@ -569,9 +586,10 @@ def real_kernel_spec(source: str | Path, function: str, march: str = "armv8.2-a+
     src = Path(source)
     if repo_root is not None and not src.is_absolute():
         src = repo_root / src
+    et_includes, et_defines = executorch_compile_args()
     return KernelSpec(f"tq2 {function}", src, function, march, tokens_per_iteration=tokens,
-                      weights_per_iteration=weights_per_iteration, includes=(src.parent,),
-                      extra=("-DBITEXPORT_MCA",), region=region)
+                      weights_per_iteration=weights_per_iteration, includes=(src.parent, *includes, *et_includes),
+                      extra=("-DBITEXPORT_MCA", *et_defines), region=region)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -881,6 +899,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernel-march", default="armv8.2-a+dotprod")
     ap.add_argument("--kernel-tokens", type=int, default=1, help="tokens one loop iteration serves (GEMM)")
     ap.add_argument("--kernel-weights", type=int, help="weights one iteration consumes (default: from SDOT count)")
+    ap.add_argument("--kernel-include", action="append", default=[],
+                    help="another include directory (e.g. executorch's headers in site-packages/executorch/include)")
     ap.add_argument("--kernel-region", help="analyse the LLVM-MCA-BEGIN <name> region instead of the innermost loop")
     ap.add_argument("--as", dest="as_kernel", choices=("tq2_gemv", "tq2_gemm"),
                     help="replace the stand-in for decode (tq2_gemv) or prefill (tq2_gemm) with the analysed kernel")
@@ -895,7 +915,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.kernel_function:
             ap.error("--kernel-source needs --kernel-function")
         spec = real_kernel_spec(args.kernel_source, args.kernel_function, args.kernel_march, args.kernel_tokens,
-                                args.kernel_weights, region=args.kernel_region)
+                                args.kernel_weights, region=args.kernel_region, includes=tuple(args.kernel_include))
         mcpus = sorted({c["mca_cpu"] for c in data["cores"].values()})
         result = analyse_kernel(spec, mcpus)
         print(json.dumps({k: v for k, v in result.items() if k != "loop"}, indent=2))
