@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import platform
 import re
@@ -229,11 +230,7 @@ def build_kernels(dest_dir: Path | None = None, *, quiet: bool = False) -> Path:
             "to a writable folder"
         ) from e
     if not quiet:
-        print(
-            f"bitexport: building runtime kernels (once, ~10-60 s) into {final_dir}",
-            file=sys.stderr,
-            flush=True,
-        )
+        logging.getLogger("bitexport").info("building runtime kernels (once, ~10-60 s) into %s", final_dir)
     try:
         build = tmp / "build"
         out = tmp / "out"

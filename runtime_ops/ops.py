@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from bitexport.model.quant import quantize_activations
+
 from .tq2_layout import packed_shape, unpack_tq2
 
 NAMESPACE = "bitexport"
@@ -29,16 +31,6 @@ TQ2_LINEAR_OUT_SCHEMA = (
 )
 # Largest K the kernels accept (every int32 accumulator stays exact below it).
 MAX_IN_FEATURES = 1 << 20
-
-
-def _quantize_activations(x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token int8 quantization of x2 [M, K] float32: (xq as float32 integers, s [M, 1])."""
-    m = x2.abs().amax(dim=-1, keepdim=True).clamp_min(1e-5)
-    # A real float32 division. (`127.0 / m` would be computed as reciprocal(m) * 127: two
-    # roundings, not what the kernels do.)
-    s = torch.div(torch.full_like(m, 127.0), m)
-    xq = torch.round(x2 * s).clamp_(-128.0, 127.0)
-    return xq, s
 
 
 def tq2_linear_reference(
@@ -64,7 +56,7 @@ def tq2_linear_reference(
     x2 = x.reshape(-1, k)
     if x2.shape[0] == 0:
         return x.new_empty((*lead, n))
-    xq, s = _quantize_activations(x2)
+    xq, s = quantize_activations(x2)
     # Every product and partial sum is an integer below 2^53 in magnitude, so float64 matmul is
     # exact in any summation order (float32 could be lowered to bf16 by a global matmul setting).
     acc = xq.to(torch.float64) @ codes.to(torch.float64).t()

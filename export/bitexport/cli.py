@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from bitexport import __version__
-from bitexport.errors import BitexportError, EnvironmentProblem, InputError
+from bitexport.errors import BitexportError, InputError
 
 DEMO_MODEL = Path(__file__).resolve().parent / "demo_model"
 DEFAULT_PROMPT = "ROMEO:"
@@ -95,47 +95,14 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _make_runner(path: Path, threads: int | None):
-    """(runner, tokenizer.json) for a bundle's first artifact runnable here, or a model folder."""
-    from bitexport.bundle.store import is_bundle, read_bundle
-
-    if path.is_dir() and is_bundle(path):
-        from bitexport.targets import get_target
-
-        bundle = read_bundle(path)
-        why: list[EnvironmentProblem] = []
-        for a in bundle.artifacts:
-            try:
-                runner = get_target(a.target).runner(bundle, a)
-            except EnvironmentProblem as e:
-                why.append(e)
-                continue
-            if threads:
-                runner.set_threads(threads)
-            return runner, bundle.tokenizer_path
-        if len(why) == 1:  # the artifact's own reason names the fix best
-            raise why[0]
-        raise EnvironmentProblem(
-            f"{path}: no artifact of this bundle runs on this machine "
-            f"({'; '.join(f'{a.path}: {e}' for a, e in zip(bundle.artifacts, why))}); "
-            "export one for this desktop with `bitexport export --target desktop`"
-        )
-    from bitexport.formats import load_model
-    from bitexport.runtime.reference import ReferenceRunner
-
-    loaded = load_model(path)
-    runner = ReferenceRunner(loaded)
-    if threads:
-        runner.set_threads(threads)
-    return runner, loaded.tokenizer_path
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from bitexport.runtime.text import TextCodec
 
     if args.max_new_tokens < 1:
         raise InputError("--max-new-tokens must be at least 1")
-    runner, tok_path = _make_runner(Path(_default_model(args.path)), args.threads)
+    from bitexport.runtime.open import open_runner
+
+    runner, tok_path = open_runner(_default_model(args.path), args.threads)
     codec = TextCodec(tok_path)
     prompt_ids = codec.encode(args.prompt)
     gen = runner.generate(prompt_ids, args.max_new_tokens)

@@ -16,7 +16,7 @@ from bitexport.bench.llamacpp import BITS_PER_WEIGHT, convert, find_llamacpp, sh
 from bitexport.bench.suite import DEFAULT_VARIANTS, FIELDS, LLAMACPP_VARIANTS, SuiteOptions, run_suite
 from bitexport.errors import InputError
 from bitexport.formats import load_model
-from bitexport.model.bitlinear import absmean_ternarize
+from bitexport.model.quant import absmean_ternarize
 from bitexport.formats.tiny import make_tiny_checkpoint
 
 PROMPT, NEW = 12, 6

@@ -378,3 +378,15 @@ def test_cli_prints_the_labelled_table(capsys):
     assert pm.main(["--shape", "2b"]) == 0
     out = capsys.readouterr().out
     assert "MODEL, not measurement" in out and "| 2b |" in out and "| large |" not in out
+
+
+def test_bench_phone_model_writes_the_labelled_table(tmp_path, capsys):
+    """`bitexport bench --phone-model` prints and writes the model, labelled as a model."""
+    from bitexport.cli import main
+
+    assert main(["bench", "--phone-model", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "phone-model.md").read_text()
+    data = json.loads((tmp_path / "phone-model.json").read_text())
+    assert "MODEL, not measurement" in md and data["label"] == "MODEL, not measurement"
+    assert md.strip() in capsys.readouterr().out
+    assert {r["shape"] for r in data["rows"]} >= {"large", "2b"}

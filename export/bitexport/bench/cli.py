@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--max-wait-quiet", type=float, default=600, metavar="SECONDS",
                    help="before each measurement wait up to this long for other processes to leave the CPUs "
                    "(default 600; 0: never wait)")
+    b.add_argument("--phone-model", action="store_true",
+                   help="print and write the phone performance MODEL (phone-model.md/.json in --out: predicted, "
+                   "not measured, decode/prefill tokens/s on named phones) instead of measuring this machine")
     b.set_defaults(func=run)
 
 
@@ -52,7 +55,24 @@ def _command(args: argparse.Namespace) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def _phone_model(out: Path) -> int:
+    import json
+
+    from bitexport.bench import phone_model
+
+    rows = phone_model.predict()
+    text = phone_model.markdown(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "phone-model.md").write_text(text + "\n")
+    (out / "phone-model.json").write_text(json.dumps({"label": phone_model.LABEL, "rows": rows,
+                                                      "targets": phone_model.targets(rows)}, indent=2) + "\n")
+    print(text)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.phone_model:
+        return _phone_model(Path(args.out))
     from bitexport.bench.suite import SuiteOptions, run_suite
 
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())

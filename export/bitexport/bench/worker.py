@@ -43,21 +43,12 @@ def _export(args: argparse.Namespace) -> dict:
 
 
 def make_runner(args: argparse.Namespace):
-    """(runner, threads_applied) through the same interfaces `bitexport run` uses."""
-    if args.bundle:
-        from bitexport.bundle.store import read_bundle
-        from bitexport.targets import get_target
+    """(runner, threads_applied) through the same function `bitexport run` uses."""
+    from bitexport.runtime.open import open_runner
 
-        bundle = read_bundle(args.bundle)
-        artifact = bundle.artifacts[args.artifact]
-        runner = get_target(artifact.target).runner(bundle, artifact)
-        if args.threads:
-            runner.set_threads(args.threads)
-        return runner, bool(args.threads)
-    from bitexport.formats import load_model
-    from bitexport.runtime.reference import ReferenceRunner
-
-    return ReferenceRunner(load_model(args.model, args.max_seq_len), args.threads), True
+    runner, _ = open_runner(args.bundle or args.model, args.threads, artifact=args.artifact if args.bundle else None,
+                            max_seq_len=args.max_seq_len)
+    return runner, bool(args.threads)
 
 
 def _measure(args: argparse.Namespace) -> dict:

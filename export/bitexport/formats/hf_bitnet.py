@@ -15,7 +15,7 @@ from bitexport.errors import InputError
 from bitexport.formats.hf_packing import unpack_rows
 from bitexport.formats.common import LoadedModel, StoredFormat, build_decoder, llama_shaped_config, record
 from bitexport.formats.folder import ModelFolder, TensorTable, read_tensors, require_tokenizer
-from bitexport.model.bitlinear import absmean_ternarize
+from bitexport.model.quant import absmean_ternarize
 
 LINEAR_CLASSES = ("bitlinear", "autobitlinear")
 MODES = ("offline", "online")

@@ -13,7 +13,7 @@ from bitexport.model.config import ModelConfig
 from bitexport.errors import InputError
 from bitexport.formats.common import LoadedModel, StoredFormat, build_decoder, llama_shaped_config, record
 from bitexport.formats.folder import ModelFolder, TensorTable, read_tensors, require_tokenizer
-from bitexport.model.bitlinear import absmean_ternarize
+from bitexport.model.quant import absmean_ternarize
 
 ARCHITECTURE = "BitnetForCausalLM"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
 import json
 import platform
 import shlex
@@ -113,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     ctx = dist_.setup(args.device)
     try:
         out = Path(args.out)
-        log = print if ctx.is_main else (lambda *a, **k: None)
+        # progress on bitexport's logger (stderr); the results table and sample go to stdout
+        log = logging.getLogger("bitexport").info if ctx.is_main else (lambda *a, **k: None)
         data_path = Path(args.data) if args.data else D.default_data_path()
         text = D.read_corpus(data_path)
         train_text, val_text = D.split_text(text, args.val_fraction)
@@ -160,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         if ctx.is_main:
             metrics = _metrics(args, ctx, cfg, data, data_path, text, train_text, val_text, runs, started)
             (out / "training_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-            log(_summary(runs))
+            print(_summary(runs))
         dist_.barrier(ctx)
     finally:
         dist_.teardown(ctx)
@@ -231,7 +233,9 @@ def _summary(runs: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from bitexport.errors import BitexportError
+    from bitexport.log import configure
 
+    configure()  # `python -m bitexport.train` has no CLI around it to set the logger up
     args = build_parser().parse_args(argv)
     try:
         return run(args)

@@ -17,7 +17,7 @@ from bitexport.bench.proc import run_with_rusage
 from bitexport.errors import EnvironmentProblem, InputError
 from bitexport.formats import LoadedModel
 from bitexport.formats.save_hf import onebitllm_config
-from bitexport.model.bitlinear import ACT_EPS, absmean_ternarize
+from bitexport.model.quant import ACT_EPS, absmean_ternarize
 
 # converter --outtype per format; both leave the (tied) embedding in F16, the converter's default
 OUTTYPES = {"tq2_0": "tq2_0", "tq1_0": "tq1_0"}

@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bitexport.model.bitlinear import ACT_EPS, BitLinear
+from bitexport.model.bitlinear import BitLinear
+
+from bitexport.model.quant import ACT_EPS
 from bitexport.model.decoder import BitNetDecoder, RMSNorm, _rotate_half
 
 STATE_NAMES = ("key_cache", "value_cache")

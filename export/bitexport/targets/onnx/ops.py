@@ -17,7 +17,7 @@ import numpy as np
 
 from bitexport.targets.onnx.graph import MS_DOMAIN, Graph
 from bitexport.targets.onnx.pack import block_size_for, pack_ternary, quantize_int4_blockwise
-from bitexport.model.bitlinear import ACT_EPS
+from bitexport.model.quant import ACT_EPS
 
 # --weights of the ONNX target -> MatMulNBits bits (None: a plain fp32 MatMul)
 TERNARY_BITS = {"tq2": 2, "int4": 4, "fp32": None}

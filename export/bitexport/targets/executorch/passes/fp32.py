@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from bitexport.targets.executorch.passes.ternary import PassResult, TernaryLinear, replace_modules, split_outputs
-from bitexport.model.bitlinear import quantize_activations
+from bitexport.model.quant import quantize_activations
 
 
 class Fp32TernaryLinear(nn.Module):

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from bitexport.targets.executorch.passes.ternary import PassResult, TernaryLinear, replace_modules, split_outputs
-from bitexport.model.bitlinear import quantize_activations
+from bitexport.model.quant import quantize_activations
 
 XNNPACK_BLOCK = 32  # XNNPACK's int4 blocks (groups) must span a multiple of 32 inputs
 ACTIVATIONS = ("xnnpack", "exact")

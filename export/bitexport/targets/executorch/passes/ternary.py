@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bitexport.errors import TargetError
-from bitexport.model.bitlinear import BitLinear, quantize_activations
+from bitexport.model.bitlinear import BitLinear
+from bitexport.model.quant import quantize_activations
 
 
 class TernaryLinear(nn.Module):
