@@ -5,6 +5,13 @@ validate against it, and every manifest field and metadata key that the Kotlin a
 read exists there with a compatible type and is marked `x-read-by` that app (and nothing is marked
 that the app does not read). No phone, Android SDK or Xcode exists here; the apps' sources are
 parsed with tree-sitter's Kotlin and Swift grammars so that a syntax error shows up here too.
+
+Issue 17 added checks that the apps use ExecuTorch the way its runtime honours (the BOS count in
+LlmModuleConfig, close() after stop() and off the main thread, a stop that survives prefill, the
+runtime's own error message), that the builds are set up right (the AAR script's ABI list, run
+through --dry-run and against a stand-in for ExecuTorch's script; the iOS package products of every
+import; the increased-memory-limit entitlement; the CMake version the README asks for), and the
+optional chat fields (PENDING_PROPERTIES, with a reference derivation of chat_format).
 """
 
 from __future__ import annotations
@@ -484,6 +491,121 @@ def test_ios_gets_token_ids_and_never_loses_a_stop():
     assert not re.search(r"\.reset\(\)", everything), "no stop flag or runner may be reset at generation start"
     makers = [name for name, c in code.items() if "StopFlag()" in c]
     assert makers == ["DemoModel.swift"], f"stop flags are made per job by DemoModel only, not by {makers}"
+
+
+# --- chat_format: a reference derivation for the exporter, and the Android app's rendering rule ---
+
+# BitNet b1.58 2B4T's template (its tokenizer_config.json) and Llama 3's; both trim the content
+# and put BOS before the first message only.
+BITNET_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = message['role'] | capitalize + ': '+ message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
+)
+LLAMA3_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+
+def _render_jinja(template: str, messages: list[dict], add_generation_prompt: bool, bos: str, eos: str) -> str:
+    """As transformers' apply_chat_template renders (sandboxed, trim_blocks, lstrip_blocks)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                            bos_token=bos, eos_token=eos)
+
+
+def render_chat_format(fmt: dict, system: str, history: list[tuple[str, str]], message: str) -> str:
+    """What the Android app sends (ChatFormat.render in BundleManifest.kt), BOS left to the runner."""
+    fill = lambda turn, content: fmt[turn].replace("{content}", content.strip())  # noqa: E731
+    out = fmt.get("prefix", "") + (fill("system", system) if system.strip() else "")
+    for user, reply in history:
+        out += fill("user", user) + fill("assistant", reply)
+    return out + fill("user", message) + fmt["generation_prompt"]
+
+
+def derive_chat_format(template: str, bos: str, eos: str) -> dict | None:
+    """chat_format from a Jinja chat template, or None when plain strings cannot reproduce it.
+    A reference for the exporter: renders probe conversations, cuts them into turn strings, and
+    keeps them only if they reproduce every probe (minus the leading BOS, which the runner adds)."""
+    S, U1, A1, U2, A2, U3 = "\x01sys\x01", "\x01u1\x01", "\x01a1\x01", "\x01u2\x01", "\x01a2\x01", "\x01u3\x01"
+    sy, us, asst = ({"role": r, "content": c} for r, c in (("system", S), ("user", U1), ("assistant", A1)))
+
+    def render(messages, gen=True):
+        text = _render_jinja(template, messages, gen, bos, eos)
+        return text[len(bos):] if bos and text.startswith(bos) else text
+
+    plain, prompt = render([us], gen=False), render([us])
+    if not prompt.startswith(plain):
+        return None
+    generation_prompt = prompt[len(plain):]
+    with_system = render([sy, us])
+    tail = plain + generation_prompt
+    if not with_system.endswith(tail):
+        return None
+    history = render([sy, us, asst, {"role": "user", "content": U2}])
+    head, end = with_system[: -len(tail)] + plain, plain.replace(U1, U2) + generation_prompt
+    if not (history.startswith(head) and history.endswith(end)):
+        return None
+    fmt = {"prefix": "", "system": with_system[: -len(tail)].replace(S, "{content}"), "user": plain.replace(U1, "{content}"),
+           "assistant": history[len(head):-len(end)].replace(A1, "{content}"), "generation_prompt": generation_prompt}
+    if fmt["system"] and fmt["system"].count("{content}") != 1:
+        return None
+    probes = [("", [], U1), (S, [], U1), (S, [(U1, A1)], U2), ("", [(U1, A1), (U2, A2)], U3)]
+    for system, turns, message in probes:
+        messages = ([{"role": "system", "content": system}] if system else [])
+        for u, a in turns:
+            messages += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
+        messages.append({"role": "user", "content": message})
+        if render(messages) != render_chat_format(fmt, system, turns, message):
+            return None
+    return fmt
+
+
+@pytest.mark.parametrize("template", [BITNET_TEMPLATE, LLAMA3_TEMPLATE], ids=["bitnet-2b4t", "llama3"])
+def test_chat_format_reproduces_the_jinja_template(template):
+    pytest.importorskip("jinja2")
+    bos, eos = "<|begin_of_text|>", "<|eot_id|>"
+    fmt = derive_chat_format(template, bos, eos)
+    assert fmt is not None
+    jsonschema.Draft202012Validator(SCHEMA["properties"]["chat_format"]).validate(fmt)
+    # real text, whitespace the templates trim included: the Android rendering equals Jinja's minus BOS
+    messages = [{"role": "system", "content": "Be brief. "}, {"role": "user", "content": " Hi!"},
+                {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Tell me a joke, café ☕"}]
+    expected = _render_jinja(template, messages, True, bos, eos)
+    assert expected.startswith(bos)  # so the manifest's tokenizer.adds_bos must be true for the runner's BOS
+    assert bos + render_chat_format(fmt, "Be brief. ", [(" Hi!", "Hello.")], "Tell me a joke, café ☕") == expected
+
+
+def test_chat_format_is_refused_where_strings_cannot_follow_the_template():
+    pytest.importorskip("jinja2")
+    numbered = "{% for m in messages %}{{ loop.index }}. {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}"
+    assert derive_chat_format(numbered, "<s>", "</s>") is None
+
+
+def test_a_manifest_with_every_pending_field_validates(tmp_path):
+    with staged_bundle(tmp_path / "b", force=False) as tmp:
+        manifest = _hand_manifest(tmp, tiny_tokenizer())
+    chat = {**manifest, "chat_template": BITNET_TEMPLATE, "chat_format": derive_chat_format(BITNET_TEMPLATE, "<s>", "</s>"),
+            "stop_token_ids": [1], "generation": {"temperature": 0.6, "max_new_tokens": 128}}
+    validate(chat)
+    for broken in ({**chat, "stop_token_ids": ["1"]}, {**chat, "generation": {"temperature": -1}},
+                   {**chat, "chat_format": {**chat["chat_format"], "user": "no placeholder"}}):
+        with pytest.raises(jsonschema.ValidationError):
+            validate(broken)
+
+
+def test_pending_schema_fields_agree_with_the_exporters_schema():
+    """Once export/manifest.schema.json defines a pending field, it must be this definition (then
+    delete it from PENDING_PROPERTIES / PENDING_READERS)."""
+    for name, node in PENDING_PROPERTIES.items():
+        if name in EXPORT_SCHEMA["properties"]:
+            assert EXPORT_SCHEMA["properties"][name] == node, f"{name} differs between the exporter's schema and PENDING_PROPERTIES"
 
 
 # --- the exporter's side ---------------------------------------------------------------------

@@ -74,17 +74,23 @@ data class ChatFormat(
     val assistant: String,
     val generationPrompt: String,
 ) {
-    /** The prompt of a conversation: the system turn (if any), the finished turns, the new user turn. */
+    /**
+     * The prompt of a conversation: the system turn (if any), the finished turns, the new user turn,
+     * the reply's opening. Contents are trimmed, as the common templates do (`| trim`).
+     * tests/test_app_contract.py (render_chat_format) checks this rule against Jinja renderings.
+     */
     fun render(systemPrompt: String, history: List<Pair<String, String>>, userMessage: String): String = buildString {
         append(prefix)
-        if (systemPrompt.isNotBlank()) append(system.replace(PLACEHOLDER, systemPrompt))
-        for ((user, reply) in history) {
-            append(this@ChatFormat.user.replace(PLACEHOLDER, user))
-            append(assistant.replace(PLACEHOLDER, reply))
+        if (systemPrompt.isNotBlank()) append(fill(system, systemPrompt))
+        for ((userText, reply) in history) {
+            append(fill(user, userText))
+            append(fill(assistant, reply))
         }
-        append(user.replace(PLACEHOLDER, userMessage))
+        append(fill(user, userMessage))
         append(generationPrompt)
     }
+
+    private fun fill(turn: String, content: String): String = turn.replace(PLACEHOLDER, content.trim())
 
     companion object {
         const val PLACEHOLDER = "{content}"
