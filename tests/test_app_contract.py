@@ -21,6 +21,7 @@ import json
 import os
 import plistlib
 import re
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -436,6 +437,25 @@ def test_aar_script_hands_every_abi_to_executorchs_array_loop(tmp_path):
     assert (tmp_path / "aar" / "executorch-bitexport.aar").is_file()
     # the kernel-build definitions still reach ExecuTorch's configure step
     assert "-DEXECUTORCH_JNI_CUSTOM_LIBRARY=bitexport_kernels" in log.read_text()
+
+
+def _kotlin_compiler() -> str | None:
+    jvmcheck = ROOT / "android_demo" / "jvmcheck" / "node_modules" / "kotlin-compiler" / "bin" / "kotlinc-jvm"
+    found = os.environ.get("KOTLINC") or shutil.which("kotlinc-jvm") or (str(jvmcheck) if jvmcheck.exists() else None)
+    return found if found and shutil.which("java") else None
+
+
+def test_android_sources_run_against_a_model_of_the_runtime():
+    """android_demo/jvmcheck: LlmRunner, BundleManifest, Figures and DemoViewModel compiled by a real
+    Kotlin compiler against ExecuTorch's LLM API with its runtime's behaviour modelled (BOS from the
+    constructor only, a decode loop that clears its stop flag, close() refused while generate runs,
+    onError before a generic exception), then run: BOS, temperature, stop during prefill, stop
+    tokens, the runtime's error, chat turns, and leaving the screen mid-generation."""
+    if _kotlin_compiler() is None:
+        pytest.skip("no Kotlin compiler: android_demo/jvmcheck/run.sh --install fetches one from npm (or set KOTLINC)")
+    env = {**os.environ, "KOTLINC": _kotlin_compiler()}
+    out = subprocess.run(["bash", str(ROOT / "android_demo" / "jvmcheck" / "run.sh")], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and "all checks passed" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
 
 
 def test_android_readme_asks_for_the_cmake_executorchs_presets_need():
