@@ -446,8 +446,9 @@ def _kotlin_compiler() -> str | None:
 
 
 def test_android_sources_run_against_a_model_of_the_runtime():
-    """android_demo/jvmcheck: LlmRunner, BundleManifest, Figures and DemoViewModel compiled by a real
-    Kotlin compiler against ExecuTorch's LLM API with its runtime's behaviour modelled (BOS from the
+    """android_demo/jvmcheck: every Kotlin source of the app compiled by a real Kotlin compiler
+    (the Compose screen against signature stubs), and LlmRunner, BundleManifest and DemoViewModel
+    run against ExecuTorch's LLM API with its runtime's behaviour modelled (BOS from the
     constructor only, a decode loop that clears its stop flag, close() refused while generate runs,
     onError before a generic exception), then run: BOS, temperature, stop during prefill, stop
     tokens, the runtime's error, chat turns, and leaving the screen mid-generation."""

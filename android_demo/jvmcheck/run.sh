@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Compiles the Android app's non-UI sources (LlmRunner, BundleManifest, Figures, DemoViewModel)
-# with a real Kotlin compiler against stubs/ (ExecuTorch's LLM API with its runtime's behaviour
-# modelled, org.json, android.util.JsonReader, androidx.lifecycle), then runs src/Check.kt on the
-# JVM. Needs java 17+ and a Kotlin compiler: KOTLINC, kotlinc-jvm on PATH, or
-# `npm install --prefix android_demo/jvmcheck kotlin-compiler@2.4.20` (this script does that with
-# --install). MainActivity (Compose) is not compiled here.
+# Compiles every Kotlin source of the Android app with a real Kotlin compiler against stubs/
+# (ExecuTorch's LLM API with its runtime's behaviour modelled; org.json, android.util.JsonReader,
+# androidx.lifecycle; the signatures of the Compose, activity and lifecycle-compose calls of
+# MainActivity.kt), then runs src/Check.kt on the JVM: LlmRunner, BundleManifest and DemoViewModel
+# against the modelled runtime (the Compose screen is type-checked only). Needs java 17+ and a
+# Kotlin compiler: KOTLINC, kotlinc-jvm on PATH, or `npm install --prefix android_demo/jvmcheck
+# kotlin-compiler@2.4.20` (this script does that with --install).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 APP="$HERE/../app/src/main/java/org/bitexport/demo"
@@ -20,5 +21,5 @@ COROUTINES="$LIB/kotlinx-coroutines-core-jvm.jar"
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 "$KOTLINC" -nowarn -cp "$COROUTINES" -jvm-target 17 -d "$OUT/check.jar" \
-  "$HERE"/stubs/*.kt "$HERE"/src/*.kt "$APP/LlmRunner.kt" "$APP/BundleManifest.kt" "$APP/Figures.kt" "$APP/DemoViewModel.kt"
+  "$HERE"/stubs/*.kt "$HERE"/src/*.kt "$APP"/*.kt
 java -cp "$OUT/check.jar:$LIB/kotlin-stdlib.jar:$COROUTINES" CheckKt
