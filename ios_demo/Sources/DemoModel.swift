@@ -79,7 +79,11 @@ final class DemoModel {
             let figures = try await self.onQueue {
                 try engine.generate(request, stop: stop) { text in
                     reply.text = text
-                    Task { @MainActor in self.output = text }  // streaming display
+                    // streaming display; a late update of this job (or of an earlier one) never
+                    // replaces a longer text
+                    Task { @MainActor in
+                        if self.jobStop === stop, text.count >= self.output.count { self.output = text }
+                    }
                 }
             }
             await MainActor.run {
