@@ -19,7 +19,7 @@ import Tokenizers
 /// `forward(tokens int64 [1, n], start_pos int64 [1]) -> logits float [1, vocab]` with the KV
 /// cache in the program's mutable buffers, so a generation starts at start_pos 0 and needs no reset.
 /// API used (extension/apple/ExecuTorch/Exported/ExecuTorchModule.h, ExecuTorch+Module.swift,
-/// ExecuTorch+Tensor.swift, ExecuTorch+Value.swift): `Module(filePath:)`, `load(_:)`,
+/// ExecuTorch+Tensor.swift, ExecuTorch+Value.swift): `Module(filePath:loadMode:)`, `load(_:)`,
 /// `forward(_: [ValueConvertible]) -> [Value]`, `Tensor<Int64>(_:shape:)`, `Value.tensor()`,
 /// `Tensor.scalars()`. The LLM operators (KV cache, SDPA) come from the `kernels_llm` product,
 /// XNNPACK from `backend_xnnpack`, tq2 from libbitexport_kernels.a (all force-loaded).
@@ -39,7 +39,9 @@ final class ExecuTorchEngine: TextEngine, @unchecked Sendable {
         #endif
         self.bundle = bundle
         label = "ExecuTorch \(artifact.weightFormat)"
-        module = Module(filePath: artifact.url.path)
+        // mmap, as ExecuTorch's LLM runners load programs: the default (.file) would read the whole
+        // .pte into memory first.
+        module = Module(filePath: artifact.url.path, loadMode: .mmap)
         try module.load("forward")
         tokenizer = try TokenizerLoader.load(bundle.tokenizer, bosTokenId: bundle.bosTokenId, eosTokenId: bundle.eosTokenIds.first)
     }
