@@ -1,7 +1,7 @@
 """tq2: ternary weights packed 2 bits each, for ``bitexport::tq2_linear``.
 
 The C++ statement of the same layout is ``runtime_ops/csrc/tq2_layout.h``; keep the two in step
-(tests/test_runtime_ops.py feeds this packer's bytes to the C++ kernels and checks bit equality).
+(tests/runtime_ops/test_runtime_ops.py feeds this packer's bytes to the C++ kernels and checks bit equality).
 
 Weights ``W`` ``[N, K]`` (N = out_features, K = in_features), each in {-1, 0, +1}:
 

@@ -15,6 +15,13 @@ val executorchVersion: String = providers.gradleProperty("executorchVersion").ge
 // cannot be added to it from outside (../shared/NOTES.md); --weights int4 bundles need no kernel.
 val bitexportAar: String? = providers.gradleProperty("bitexportAar").orNull?.takeIf { it.isNotBlank() }
 
+// The ABIs packaged: arm64-v8a (phones) by default, which is what build_aar_with_kernels.sh builds
+// by default too. The stock AAR also ships x86_64 (the emulator on x86-64 hosts): add it with
+// -PbitexportAbis=arm64-v8a,x86_64, for a kernel AAR only when it was built with
+// ANDROID_ABIS="arm64-v8a x86_64" (the script's dry run prints the matching flag).
+val bitexportAbis: List<String> = providers.gradleProperty("bitexportAbis").getOrElse("arm64-v8a")
+    .split(',', ' ').map { it.trim() }.filter { it.isNotEmpty() }
+
 if (bitexportAar != null && !file(bitexportAar).isFile) {
     throw GradleException(
         "bitexportAar=$bitexportAar is not a file; build it with android_demo/scripts/build_aar_with_kernels.sh",
@@ -31,8 +38,7 @@ android {
         targetSdk = 35
         versionCode = 1
         versionName = "0.1.0"
-        // The ABIs ExecuTorch's AAR ships (phones, and the emulator on x86-64 hosts).
-        ndk { abiFilters += listOf("arm64-v8a", "x86_64") }
+        ndk { abiFilters += bitexportAbis }
         buildConfigField("boolean", "BITEXPORT_KERNELS", (bitexportAar != null).toString())
         buildConfigField(
             "String",

@@ -9,8 +9,8 @@ struct BundleError: LocalizedError {
 /// Typed reads of manifest.json fields by path ("source.name", "artifacts[2].bytes").
 ///
 /// Every manifest field the app uses is read through `manifest.<type>("path")` with a literal
-/// path, so tests/test_app_contract.py can list them and check each against
-/// export/manifest.schema.json (the exporter's manifests are validated against the same schema).
+/// path, so tests/apps/test_app_contract.py can list them and check each against
+/// export/bitexport/bundle/manifest.schema.json (the exporter's manifests are validated against the same schema).
 struct JSONFields {
     let root: Any
 
@@ -32,6 +32,40 @@ struct JSONFields {
     func count(_ path: String) throws -> Int {
         guard let value = resolve(path) as? [Any] else { throw missing(path, "an array") }
         return value.count
+    }
+
+    func intList(_ path: String) throws -> [Int] {
+        guard let value = try optIntList(path) else { throw missing(path, "an array of integers") }
+        return value
+    }
+
+    // Optional fields: absent or null gives nil; present with another type is an error.
+
+    func optInt(_ path: String) throws -> Int? {
+        guard let raw = resolve(path) else { return nil }
+        guard let value = raw as? NSNumber, !isBool(value) else { throw missing(path, "an integer") }
+        return value.intValue
+    }
+
+    func optDouble(_ path: String) throws -> Double? {
+        guard let raw = resolve(path) else { return nil }
+        guard let value = raw as? NSNumber, !isBool(value) else { throw missing(path, "a number") }
+        return value.doubleValue
+    }
+
+    func optString(_ path: String) throws -> String? {
+        guard let raw = resolve(path) else { return nil }
+        guard let value = raw as? String else { throw missing(path, "a string") }
+        return value
+    }
+
+    func optIntList(_ path: String) throws -> [Int]? {
+        guard let raw = resolve(path) else { return nil }
+        guard let array = raw as? [Any] else { throw missing(path, "an array of integers") }
+        return try array.map { item in
+            guard let n = item as? NSNumber, !isBool(n) else { throw missing(path, "an array of integers") }
+            return n.intValue
+        }
     }
 
     private func resolve(_ path: String) -> Any? {
@@ -80,6 +114,15 @@ struct BundleInfo: Hashable {
     let addsBos: Bool
     let maxSeqLen: Int
     let artifacts: [ArtifactInfo]
+    let bosTokenId: Int?
+    let eosTokenIds: [Int]
+    /// The Jinja chat template (manifest `chat_template`, as in tokenizer_config.json); nil: plain completion only.
+    let chatTemplate: String?
+    /// Tokens that end a chat reply besides EOS (manifest `stop_token_ids`).
+    let stopTokenIds: [Int]
+    /// Defaults of the Generate settings (manifest `generation`); temperature 0 = greedy, as `bitexport run`.
+    let defaultTemperature: Double
+    let defaultMaxNewTokens: Int
 
     /// The artifacts this app can run: the ExecuTorch program and the Core ML package.
     var runnable: [ArtifactInfo] { artifacts.filter { $0.target == "executorch" || $0.target == "coreml" } }
@@ -110,10 +153,16 @@ struct BundleInfo: Hashable {
             parameters: try manifest.int("source.parameters.total"),
             exportTarget: try manifest.string("target"),
             tokenizer: folder.appendingPathComponent(try manifest.string("tokenizer.path")),
-            // Bundles written before the field existed: the ExecuTorch runner's default (no BOS).
+            // Bundles written before the field existed: no BOS (checked against the tokenizer's output).
             addsBos: manifest.optBool("tokenizer.adds_bos", default: false),
             maxSeqLen: try manifest.int("max_seq_len"),
-            artifacts: artifacts
+            artifacts: artifacts,
+            bosTokenId: try manifest.optInt("bos_token_id"),
+            eosTokenIds: try manifest.intList("eos_token_ids"),
+            chatTemplate: try manifest.optString("chat_template"),
+            stopTokenIds: try manifest.optIntList("stop_token_ids") ?? [],
+            defaultTemperature: try manifest.optDouble("generation.temperature") ?? 0,
+            defaultMaxNewTokens: try manifest.optInt("generation.max_new_tokens") ?? 64
         )
     }
 

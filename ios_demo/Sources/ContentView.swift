@@ -4,6 +4,9 @@ struct ContentView: View {
     @State private var model = DemoModel()
     @State private var prompt = "ROMEO:"
     @State private var maxNewTokens = 64
+    @State private var temperature = 0.0
+    @State private var chat = false
+    @State private var systemPrompt = "You are a helpful assistant."
 
     var body: some View {
         NavigationStack {
@@ -35,10 +38,29 @@ struct ContentView: View {
                     }
                 }
                 Section("Generate") {
-                    TextField("Prompt", text: $prompt, axis: .vertical)
+                    if model.bundle?.chatTemplate != nil {
+                        Toggle("Chat (the bundle's chat template)", isOn: $chat).disabled(model.busy)
+                        if chat {
+                            TextField("System prompt", text: $systemPrompt, axis: .vertical)
+                            ForEach(Array(model.history.enumerated()), id: \.offset) { _, turn in
+                                VStack(alignment: .leading) {
+                                    Text(turn.user).bold()
+                                    Text(turn.reply)
+                                }
+                            }
+                            Button("New chat") { model.newChat() }.disabled(model.busy)
+                        }
+                    }
+                    TextField(chat ? "Message" : "Prompt", text: $prompt, axis: .vertical)
                     Stepper("New tokens: \(maxNewTokens)", value: $maxNewTokens, in: 1...1024, step: 16)
+                    VStack(alignment: .leading) {
+                        Text("Temperature: \(String(format: "%.2f", temperature))\(temperature == 0 ? " (greedy)" : "")")
+                        Slider(value: $temperature, in: 0...1.5, step: 0.05)
+                    }
                     HStack {
-                        Button("Generate") { model.generate(prompt: prompt, maxNewTokens: maxNewTokens) }
+                        Button(chat ? "Send" : "Generate") {
+                            model.generate(prompt: prompt, maxNewTokens: maxNewTokens, temperature: temperature, chat: chat, systemPrompt: systemPrompt)
+                        }
                         Spacer()
                         Button("Benchmark") { model.runBenchmark() }
                         Spacer()
@@ -66,6 +88,13 @@ struct ContentView: View {
                 }
             }
             .navigationTitle("bitexport")
+            // A newly opened bundle brings its defaults (manifest `generation`) and chat support.
+            .onChange(of: model.bundle) { _, bundle in
+                guard let bundle else { return }
+                maxNewTokens = bundle.defaultMaxNewTokens
+                temperature = bundle.defaultTemperature
+                chat = bundle.chatTemplate != nil
+            }
         }
     }
 

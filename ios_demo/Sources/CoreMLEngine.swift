@@ -2,9 +2,9 @@ import CoreML
 import Foundation
 import Tokenizers
 
-/// A stateful .mlpackage (iOS 18) with a greedy generation loop of our own.
+/// A stateful .mlpackage (iOS 18) on the token loop of Generation.swift.
 ///
-/// The package's contract is export/manifest.schema.json, $defs.coreml_interface and
+/// The package's contract is export/bitexport/bundle/manifest.schema.json, $defs.coreml_interface and
 /// $defs.coreml_user_defined_metadata: inputs `input_ids` (int32 [1, n]) and `causal_mask`
 /// (fp16 [1, 1, n, past + n], additive), states `key_cache` / `value_cache`, output `logits`
 /// (fp32 [1, V] of the last position); the tokenizer, EOS ids and cache length ride in the
@@ -21,9 +21,10 @@ final class CoreMLEngine: TextEngine, @unchecked Sendable {
     private let eosIds: Set<Int>
     private let contextLength: Int
     private let maskType: MLMultiArrayDataType
-    private let stopFlag = StopFlag()
+    private let bundle: BundleInfo
 
     init(bundle: BundleInfo, artifact: ArtifactInfo, computeUnits: MLComputeUnits = .all) async throws {
+        self.bundle = bundle
         let configuration = MLModelConfiguration()
         configuration.computeUnits = computeUnits
         model = try MLModel(contentsOf: try await Self.compiled(artifact), configuration: configuration)
@@ -31,37 +32,27 @@ final class CoreMLEngine: TextEngine, @unchecked Sendable {
             values: model.modelDescription.metadata[MLModelMetadataKey.creatorDefinedKey] as? [String: String] ?? [:])
         // The tokenizer named by the metadata lies beside the package (bitexport.targets.coreml).
         let packageFolder = artifact.url.deletingLastPathComponent()
-        tokenizer = try TokenizerLoader.load(packageFolder.appendingPathComponent(try coremlMetadata.string("bitexport.tokenizer")))
-        eosIds = Set(try coremlMetadata.intList("bitexport.eos_token_ids"))
+        let eos = try coremlMetadata.intList("bitexport.eos_token_ids")
+        // The post-processor decides about BOS; the id only names the chat template's bos_token.
+        let bos = try coremlMetadata.optInt("bitexport.bos_token_id")
+        tokenizer = try TokenizerLoader.load(
+            packageFolder.appendingPathComponent(try coremlMetadata.string("bitexport.tokenizer")),
+            bosTokenId: bos, eosTokenId: eos.first)
+        eosIds = Set(eos)
         contextLength = try coremlMetadata.int("bitexport.max_seq_len")
-        _ = try coremlMetadata.optInt("bitexport.bos_token_id")  // validated only: the post-processor decides about BOS
         maskType = model.modelDescription.inputDescriptionsByName["causal_mask"]?.multiArrayConstraint?.dataType ?? .float16
         label = "Core ML \(artifact.weightFormat)"
     }
 
-    func generate(prompt: String, maxNewTokens: Int, onPiece: @escaping (String) -> Void) throws -> RunFigures {
-        stopFlag.reset()
-        // The tokenizer's post-processor decides about BOS, exactly as in `bitexport run`.
-        let promptIds = tokenizer.encode(text: prompt)
-        let budget = min(maxNewTokens, contextLength - promptIds.count)
-        guard budget > 0 else { throw BundleError("the prompt fills the \(contextLength)-token context") }
-        let state = model.makeState()
-        var clock = GenerationClock()
-        var token = try argmax(step(promptIds, past: 0, state: state))
-        clock.tokenOut()
-        var out = [token]
-        var shown = emit(out, shown: "", onPiece)
-        var position = promptIds.count
-        while out.count < budget, !eosIds.contains(token), !stopFlag.isRaised {
-            token = try argmax(step([token], past: position, state: state))
-            out.append(token)
-            position += 1
-            shown = emit(out, shown: shown, onPiece)
-        }
-        return clock.figures(promptTokens: promptIds.count, newTokens: out.count)
+    func generate(_ request: GenerationRequest, stop: StopFlag, onText: @escaping (String) -> Void) throws -> RunFigures {
+        let promptIds = try PromptEncoder.ids(request.prompt, bundle: bundle, tokenizer: tokenizer)
+        let state = model.makeState()  // a fresh KV cache per generation
+        return try TokenLoop.run(
+            promptIds: promptIds, request: request, contextLength: contextLength,
+            stopIds: eosIds.union(bundle.stopTokenIds), tokenizer: tokenizer, stop: stop,
+            step: { tokens, past in try self.logits(self.step(tokens, past: past, state: state)) },
+            onText: onText)
     }
-
-    func stop() { stopFlag.raise() }
 
     /// One call of the program: `tokens` at positions past ..< past + n, cache in `state`.
     private func step(_ tokens: [Int], past: Int, state: MLState) throws -> MLMultiArray {
@@ -87,36 +78,20 @@ final class CoreMLEngine: TextEngine, @unchecked Sendable {
             "causal_mask": MLFeatureValue(multiArray: mask),
         ])
         let outputs = try model.prediction(from: inputs, using: state, options: MLPredictionOptions())
-        guard let logits = outputs.featureValue(for: "logits")?.multiArrayValue else {
+        guard let output = outputs.featureValue(for: "logits")?.multiArrayValue else {
             throw BundleError("the Core ML program has no `logits` output; export the bundle again")
         }
-        return logits
+        return output
     }
 
-    /// Index of the largest logit of the last position (ties: the first, like torch.argmax).
-    private func argmax(_ logits: MLMultiArray) -> Int {
-        let vocab = logits.shape.last!.intValue
-        let offset = logits.count - vocab
-        func best<T: BinaryFloatingPoint & MLShapedArrayScalar>(_ type: T.Type) -> Int {
-            logits.withUnsafeBufferPointer(ofType: T.self) { ptr in
-                var index = 0
-                var value = ptr[offset]
-                for v in 1..<vocab where ptr[offset + v] > value {
-                    value = ptr[offset + v]
-                    index = v
-                }
-                return index
-            }
+    /// The last position's logits as Float (the output is fp32; fp16 is read too).
+    private func logits(_ output: MLMultiArray) -> [Float] {
+        let vocab = output.shape.last!.intValue
+        let offset = output.count - vocab
+        if output.dataType == .float16 {
+            return output.withUnsafeBufferPointer(ofType: Float16.self) { ptr in (0..<vocab).map { Float(ptr[offset + $0]) } }
         }
-        return logits.dataType == .float16 ? best(Float16.self) : best(Float.self)
-    }
-
-    /// Streams the text of the tokens so far: the decoded whole, minus what was shown already
-    /// (a token can end inside a multi-byte character, so pieces are cut from the whole).
-    private func emit(_ tokens: [Int], shown: String, _ onPiece: (String) -> Void) -> String {
-        let text = tokenizer.decode(tokens: tokens, skipSpecialTokens: true)
-        if text.hasPrefix(shown), text.count > shown.count { onPiece(String(text.dropFirst(shown.count))) }
-        return text
+        return output.withUnsafeBufferPointer(ofType: Float.self) { ptr in Array(ptr[offset..<(offset + vocab)]) }
     }
 
     /// An .mlpackage must be compiled on the device; the compiled model is kept in Caches under
@@ -133,7 +108,7 @@ final class CoreMLEngine: TextEngine, @unchecked Sendable {
 
 /// Typed reads of the package's user-defined metadata (all values are strings in Core ML). Every
 /// key the app reads goes through `coremlMetadata.<type>("key")`, checked by
-/// tests/test_app_contract.py against $defs.coreml_user_defined_metadata.
+/// tests/apps/test_app_contract.py against $defs.coreml_user_defined_metadata.
 struct MetadataFields {
     let values: [String: String]
 

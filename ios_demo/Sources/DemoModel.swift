@@ -22,15 +22,20 @@ final class DemoModel {
     var output = ""
     var last: RunFigures?
     var benchmark: BenchmarkResult?
+    /// Chat turns so far (when the bundle has a chat template and chat is on).
+    var history: [(user: String, reply: String)] = []
 
     private var engine: TextEngine?
+    /// The stop flag of the job running now: a new one per job, made here on the main thread
+    /// before the job is queued, so a Stop can never be lost.
+    private var jobStop = StopFlag()
 
     init() { refresh() }
 
     func refresh() { bundles = BundleInfo.discover() }
 
     func open(_ folder: URL) {
-        run("reading \(folder.lastPathComponent)") {
+        run("reading \(folder.lastPathComponent)") { _ in
             let info = try BundleInfo.read(folder)
             await MainActor.run {
                 self.bundle = info
@@ -39,6 +44,7 @@ final class DemoModel {
                 self.output = ""
                 self.last = nil
                 self.benchmark = nil
+                self.history = []
             }
             return "\(info.modelName): choose an artifact"
         }
@@ -46,7 +52,7 @@ final class DemoModel {
 
     func load(_ artifact: ArtifactInfo) {
         guard let bundle else { return }
-        run("loading \(artifact.url.lastPathComponent)") {
+        run("loading \(artifact.url.lastPathComponent)") { _ in
             let engine: TextEngine
             if artifact.target == "coreml" {
                 engine = try await CoreMLEngine(bundle: bundle, artifact: artifact)
@@ -61,35 +67,52 @@ final class DemoModel {
         }
     }
 
-    func generate(prompt: String, maxNewTokens: Int) {
+    /// A plain completion, or with `chat` one chat turn (system prompt, the turns so far, `prompt`).
+    func generate(prompt: String, maxNewTokens: Int, temperature: Double, chat: Bool, systemPrompt: String) {
         guard let engine else { return }
         output = ""
-        run("generating") {
+        let useChat = chat && bundle?.chatTemplate != nil
+        let input: PromptInput = useChat ? .chat(system: systemPrompt, history: history, message: prompt) : .plain(prompt)
+        let request = GenerationRequest(prompt: input, maxNewTokens: maxNewTokens, temperature: Float(temperature))
+        run("generating") { stop in
+            let reply = ReplyText()
             let figures = try await self.onQueue {
-                try engine.generate(prompt: prompt, maxNewTokens: maxNewTokens) { piece in
-                    Task { @MainActor in self.output += piece }
+                try engine.generate(request, stop: stop) { text in
+                    reply.text = text
+                    // streaming display; a late update of this job (or of an earlier one) never
+                    // replaces a longer text
+                    Task { @MainActor in
+                        if self.jobStop === stop, text.count >= self.output.count { self.output = text }
+                    }
                 }
             }
-            await MainActor.run { self.last = figures }
-            return "done"
+            await MainActor.run {
+                self.last = figures
+                self.output = reply.text
+                if useChat { self.history.append((user: prompt, reply: reply.text)) }
+            }
+            return stop.isRaised ? "stopped" : "done"
         }
     }
 
-    /// A warm-up run, then `benchmarkRuns` runs of the fixed prompt; shows the medians.
+    func newChat() {
+        history = []
+        output = ""
+    }
+
+    /// A warm-up run, then `benchmarkRuns` runs of the fixed prompt (greedy); shows the medians.
     func runBenchmark() {
         guard let engine else { return }
         output = ""
         benchmark = nil
-        run("benchmark") {
-            _ = try await self.onQueue {
-                try engine.generate(prompt: Self.benchmarkPrompt, maxNewTokens: Self.benchmarkNewTokens) { _ in }
-            }
+        let request = GenerationRequest(prompt: .plain(Self.benchmarkPrompt), maxNewTokens: Self.benchmarkNewTokens, temperature: 0)
+        run("benchmark") { stop in
+            _ = try await self.onQueue { try engine.generate(request, stop: stop) { _ in } }
             var runs: [RunFigures] = []
             for i in 1...Self.benchmarkRuns {
                 await MainActor.run { self.status = "benchmark run \(i) of \(Self.benchmarkRuns)" }
-                runs.append(try await self.onQueue {
-                    try engine.generate(prompt: Self.benchmarkPrompt, maxNewTokens: Self.benchmarkNewTokens) { _ in }
-                })
+                runs.append(try await self.onQueue { try engine.generate(request, stop: stop) { _ in } })
+                if stop.isRaised { return "stopped" }
             }
             let result = BenchmarkResult(runs: runs)
             await MainActor.run {
@@ -100,15 +123,18 @@ final class DemoModel {
         }
     }
 
-    func stop() { engine?.stop() }
+    /// Raises the running job's flag; the token loop ends after the token in progress.
+    func stop() { jobStop.raise() }
 
-    private func run(_ what: String, _ work: @escaping () async throws -> String) {
+    private func run(_ what: String, _ work: @escaping (StopFlag) async throws -> String) {
         guard !busy else { return }
         busy = true
         status = "\(what)…"
+        let stop = StopFlag()
+        jobStop = stop
         Task {
             let message: String
-            do { message = try await work() } catch { message = error.localizedDescription }
+            do { message = try await work(stop) } catch { message = error.localizedDescription }
             self.busy = false
             self.status = message
         }
@@ -120,4 +146,9 @@ final class DemoModel {
             engineQueue.async { continuation.resume(with: Result { try work() }) }
         }
     }
+}
+
+/// The reply as the engine queue last saw it (written there only, read after the job).
+private final class ReplyText: @unchecked Sendable {
+    var text = ""
 }

@@ -1,26 +1,32 @@
-import ExecuTorchLLM
+import ExecuTorch
 import Foundation
 import Tokenizers
 
-/// A .pte on ExecuTorch's LLM runner, through the ExecuTorchLLM Swift package (SwiftPM branch
-/// swiftpm-1.5.1, product executorch_llm).
+/// A .pte on ExecuTorch's `Module` (Swift package branch swiftpm-1.5.1, product `executorch`,
+/// module ExecuTorch), driven by the token loop of Generation.swift.
 ///
-/// API used (executorch extension/llm/apple/ExecuTorchLLM/Exported/ExecuTorchLLMTextRunner.h and
-/// ExecuTorchLLMConfig.h, Swift names from their NS_SWIFT_NAME):
-/// - `TextRunner(modelPath:tokenizerPath:)`, `load()` (throws), `reset()` (empties the KV cache:
-///   without it a generate continues the previous one), `stop()`;
-/// - `generate(_:_:tokenCallback:)` (throws) with `Config { ... }`: `isEchoEnabled`,
-///   `maximumNewTokens`, `sequenceLength` (total, prompt + new), `temperature` (0: greedy),
-///   `bosCount` (ExecuTorch's HF tokenizer never applies tokenizer.json's post-processor, so the
-///   BOS the desktop's tokenizer adds is asked for here), `eosCount`.
-/// The callback gets one decoded piece per token: the prefill's token first, then one per decode
-/// step (TextLLMRunner::generate). TextRunner reports no statistics to Swift, so the timing is
-/// taken around the callbacks, the way GenerationClock defines it.
+/// Why not ExecuTorchLLM's `TextRunner`: its Objective-C bridge
+/// (extension/llm/apple/ExecuTorchLLM/Exported/ExecuTorchLLMTextRunner.mm) turns each token's bytes
+/// into `@(token.c_str())`, which is nil when a token ends inside a multi-byte UTF-8 character, so
+/// Swift receives an empty piece and the character (both halves) vanishes from the text; and its
+/// decode loop clears its stop flag when it starts (text_token_generator.h), so a stop during
+/// prefill is lost. Driving the program ourselves gives the token ids: the text is decoded by
+/// swift-transformers from the ids (TextStreamer holds back an incomplete character), the stop
+/// flag is ours, and the prompt ids are exactly those of `bitexport run` (post-processor
+/// included) or of the chat template.
+///
+/// The program follows ExecuTorch's LLM-runner contract (what TextRunner itself calls):
+/// `forward(tokens int64 [1, n], start_pos int64 [1]) -> logits float [1, vocab]` with the KV
+/// cache in the program's mutable buffers, so a generation starts at start_pos 0 and needs no reset.
+/// API used (extension/apple/ExecuTorch/Exported/ExecuTorchModule.h, ExecuTorch+Module.swift,
+/// ExecuTorch+Tensor.swift, ExecuTorch+Value.swift): `Module(filePath:loadMode:)`, `load(_:)`,
+/// `forward(_: [ValueConvertible]) -> [Value]`, `Tensor<Int64>(_:shape:)`, `Value.tensor()`,
+/// `Tensor.scalars()`. The LLM operators (KV cache, SDPA) come from the `kernels_llm` product,
+/// XNNPACK from `backend_xnnpack`, tq2 from libbitexport_kernels.a (all force-loaded).
 final class ExecuTorchEngine: TextEngine, @unchecked Sendable {
     let label: String
-    private let runner: TextRunner
+    private let module: Module
     private let bundle: BundleInfo
-    // Only counts prompt tokens for the figures; the runner tokenizes with its own HF tokenizer.
     private let tokenizer: Tokenizer
 
     init(bundle: BundleInfo, artifact: ArtifactInfo) throws {
@@ -33,32 +39,32 @@ final class ExecuTorchEngine: TextEngine, @unchecked Sendable {
         #endif
         self.bundle = bundle
         label = "ExecuTorch \(artifact.weightFormat)"
-        runner = TextRunner(modelPath: artifact.url.path, tokenizerPath: bundle.tokenizer.path)
-        try runner.load()
-        tokenizer = try TokenizerLoader.load(bundle.tokenizer)
+        // mmap, as ExecuTorch's LLM runners load programs: the default (.file) would read the whole
+        // .pte into memory first.
+        module = Module(filePath: artifact.url.path, loadMode: .mmap)
+        try module.load("forward")
+        tokenizer = try TokenizerLoader.load(bundle.tokenizer, bosTokenId: bundle.bosTokenId, eosTokenId: bundle.eosTokenIds.first)
     }
 
-    func generate(prompt: String, maxNewTokens: Int, onPiece: @escaping (String) -> Void) throws -> RunFigures {
-        runner.reset()
-        let bos = bundle.addsBos ? 1 : 0
-        let promptTokens = tokenizer.encode(text: prompt, addSpecialTokens: false).count + bos
-        let config = ExecuTorchLLM.Config {
-            $0.isEchoEnabled = false
-            $0.maximumNewTokens = maxNewTokens
-            $0.sequenceLength = bundle.maxSeqLen
-            $0.temperature = 0
-            $0.bosCount = bos
-            $0.eosCount = 0
-        }
-        var clock = GenerationClock()
-        var newTokens = 0
-        try runner.generate(prompt, config) { piece in
-            clock.tokenOut()
-            newTokens += 1
-            onPiece(piece)
-        }
-        return clock.figures(promptTokens: promptTokens, newTokens: newTokens)
+    func generate(_ request: GenerationRequest, stop: StopFlag, onText: @escaping (String) -> Void) throws -> RunFigures {
+        let promptIds = try PromptEncoder.ids(request.prompt, bundle: bundle, tokenizer: tokenizer)
+        return try TokenLoop.run(
+            promptIds: promptIds, request: request, contextLength: bundle.maxSeqLen,
+            stopIds: Set(bundle.eosTokenIds).union(bundle.stopTokenIds), tokenizer: tokenizer, stop: stop,
+            step: { tokens, past in try self.logits(tokens, past: past) },
+            onText: onText)
     }
 
-    func stop() { runner.stop() }
+    /// One call of forward: `tokens` at positions past ..< past + n; the last position's logits.
+    private func logits(_ tokens: [Int], past: Int) throws -> [Float] {
+        let input = Tensor<Int64>(tokens.map { Int64($0) }, shape: [1, tokens.count])
+        let startPos = Tensor<Int64>([Int64(past)], shape: [1])
+        let outputs: [Value] = try module.forward([input, startPos])
+        guard let output: Tensor<Float> = outputs.first?.tensor() else {
+            throw BundleError("forward returned no float logits; is this an LLM-runner .pte from bitexport?")
+        }
+        let all = output.scalars()
+        let vocab = output.shape.last ?? all.count
+        return Array(all[(all.count - vocab)...])
+    }
 }

@@ -52,21 +52,21 @@ struct BenchmarkResult {
     }
 }
 
-/// A generation flag another thread sets (the Stop button) and the loop reads.
+/// The stop request of one job: DemoModel makes a new one on the main thread before it queues the
+/// job, the Stop button raises it, the token loop reads it after every token. It is never lowered,
+/// so no stop can be lost (ExecuTorch's own loop clears its flag when decoding starts and loses a
+/// stop that came during prefill).
 final class StopFlag: @unchecked Sendable {
     private let lock = NSLock()
     private var raised = false
     func raise() { lock.lock(); raised = true; lock.unlock() }
-    func reset() { lock.lock(); raised = false; lock.unlock() }
     var isRaised: Bool { lock.lock(); defer { lock.unlock() }; return raised }
 }
 
-/// One loaded artifact that generates text greedily. Calls come from one background queue.
+/// One loaded artifact that generates text. Calls come from one background queue.
 protocol TextEngine: AnyObject {
     var label: String { get }
-    /// Up to `maxNewTokens` new tokens after `prompt` (fewer at EOS or the end of the cache),
-    /// each decoded piece passed to `onPiece` as it comes.
-    func generate(prompt: String, maxNewTokens: Int, onPiece: @escaping (String) -> Void) throws -> RunFigures
-    /// Ends a running `generate` after its current token (called from the main thread).
-    func stop()
+    /// Up to `request.maxNewTokens` new tokens (fewer at EOS, a stop token, `stop`, or the end of
+    /// the cache); `onText` gets the whole reply so far each time it grows.
+    func generate(_ request: GenerationRequest, stop: StopFlag, onText: @escaping (String) -> Void) throws -> RunFigures
 }

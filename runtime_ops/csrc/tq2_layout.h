@@ -2,7 +2,7 @@
  * tq2: packed ternary weights, 2 bits a weight, for the bitexport::tq2_linear operator.
  *
  * This header is the one C++ statement of the layout; runtime_ops/tq2_layout.py is the Python
- * statement (pack_tq2 / unpack_tq2). tests/test_runtime_ops.py checks that the two agree bit for
+ * statement (pack_tq2 / unpack_tq2). tests/runtime_ops/test_runtime_ops.py checks that the two agree bit for
  * bit (the Python packer's bytes feed this file's kernels).
  *
  * Weights

@@ -1,16 +1,27 @@
-"""The sample apps and the exporter agree on one schema: export/manifest.schema.json (issue 8).
+"""The sample apps and the exporter agree on one schema: export/bitexport/bundle/manifest.schema.json (issue 8).
 
 Both sides are tested against it: the manifests (and Core ML metadata) that real tiny exports write
 validate against it, and every manifest field and metadata key that the Kotlin and Swift sources
 read exists there with a compatible type and is marked `x-read-by` that app (and nothing is marked
 that the app does not read). No phone, Android SDK or Xcode exists here; the apps' sources are
 parsed with tree-sitter's Kotlin and Swift grammars so that a syntax error shows up here too.
+
+Issue 17 added checks that the apps use ExecuTorch the way its runtime honours (the BOS count in
+LlmModuleConfig, close() after stop() and off the main thread, a stop that survives prefill, the
+runtime's own error message), that the builds are set up right (the AAR script's ABI list, run
+through --dry-run and against a stand-in for ExecuTorch's script; the iOS package products of every
+import; the increased-memory-limit entitlement; the CMake version the README asks for), and the
+optional chat fields (PENDING_PROPERTIES, with a reference derivation of chat_format).
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import os
+import plistlib
 import re
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -26,17 +37,78 @@ from bitexport.targets import PLATFORMS, get_target
 from bitexport.formats.tiny import make_tiny_checkpoint, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = json.loads((ROOT / "export" / "bitexport" / "bundle" / "manifest.schema.json").read_text())
+SCHEMA_PATH = ROOT / "export" / "bitexport" / "bundle" / "manifest.schema.json"
+EXPORT_SCHEMA = json.loads(SCHEMA_PATH.read_text())
+
+# Optional chat and sampling fields the apps read when present (issue 17). The exporter does not
+# write them yet; until export/bitexport/bundle/manifest.schema.json has them, they are added here so the contract
+# stays checked in both directions. `test_pending_schema_fields_agree_with_the_exporters_schema`
+# fails as soon as the exporter's schema defines one of them differently.
+PENDING_PROPERTIES = {
+    "chat_template": {
+        "type": "string",
+        "minLength": 1,
+        "description": "the model's Jinja chat template, verbatim from tokenizer_config.json (`chat_template`; a named-template list reduced to its `default`). Rendered with messages [{role, content}], add_generation_prompt, bos_token and eos_token (the text of bos_token_id and eos_token_ids[0]). Absent: the apps offer plain completion only.",
+        "x-read-by": ["ios"],
+    },
+    "chat_format": {
+        "type": "object",
+        "description": "chat_template pre-rendered into plain strings for runtimes without a Jinja engine (Android). Each turn string holds `{content}` exactly once. Their concatenation prefix + system(S) + [user(U) + assistant(A)]* + user(U) + generation_prompt equals the Jinja rendering of the same messages with add_generation_prompt=true, minus a leading BOS token: the runner adds BOS through num_bos (tokenizer.adds_bos), as for a plain prompt. The exporter writes it only when that equality holds for its probe conversations (with and without a system message) and the rendering starts with BOS exactly when tokenizer.adds_bos is true.",
+        "required": ["user", "generation_prompt"],
+        "additionalProperties": False,
+        "properties": {
+            "prefix": {"type": "string", "description": "text before the first turn, after BOS (usually empty)", "x-read-by": ["android"]},
+            "system": {"type": "string", "pattern": "\\{content\\}", "description": "a system turn; omitted by the app when the system prompt is empty", "x-read-by": ["android"]},
+            "user": {"type": "string", "pattern": "\\{content\\}", "x-read-by": ["android"]},
+            "assistant": {"type": "string", "pattern": "\\{content\\}", "description": "a finished assistant turn, end-of-turn token included", "x-read-by": ["android"]},
+            "generation_prompt": {"type": "string", "description": "what opens the assistant's reply (add_generation_prompt)", "x-read-by": ["android"]},
+        },
+    },
+    "stop_token_ids": {
+        "type": "array",
+        "items": {"type": "integer", "minimum": 0},
+        "uniqueItems": True,
+        "description": "tokens that end a chat reply besides eos_token_ids (e.g. <|eot_id|>); each is a special token of the tokenizer (an added_tokens entry), so runtimes that see only text (Android's LlmCallback) can match its content",
+        "x-read-by": ["android", "ios"],
+    },
+    "generation": {
+        "type": "object",
+        "description": "defaults of the apps' generation settings (generation_config.json where the model has one)",
+        "additionalProperties": False,
+        "properties": {
+            "temperature": {"type": "number", "minimum": 0, "description": "0 = greedy argmax (what `bitexport run` does)", "x-read-by": ["android", "ios"]},
+            "max_new_tokens": {"type": "integer", "minimum": 1, "x-read-by": ["android", "ios"]},
+        },
+    },
+}
+# Existing fields that the iOS app reads now (its ExecuTorch engine runs the token loop itself:
+# EOS ends generation, BOS names the chat template's bos_token).
+PENDING_READERS = {"bos_token_id": ["ios"], "eos_token_ids": ["ios"]}
+
+
+def _with_pending(schema: dict) -> dict:
+    merged = copy.deepcopy(schema)
+    for name, node in PENDING_PROPERTIES.items():
+        merged["properties"].setdefault(name, copy.deepcopy(node))
+    for name, readers in PENDING_READERS.items():
+        node = merged["properties"][name]
+        node["x-read-by"] = sorted(set(node.get("x-read-by", [])) | set(readers))
+    return merged
+
+
+SCHEMA = _with_pending(EXPORT_SCHEMA)
 ANDROID_SOURCES = sorted((ROOT / "android_demo" / "app" / "src" / "main" / "java").rglob("*.kt"))
 IOS_SOURCES = sorted((ROOT / "ios_demo" / "Sources").rglob("*.swift"))
 APPS = {"android": ANDROID_SOURCES, "ios": IOS_SOURCES}
 
 # How the apps read: `manifest.<accessor>("path")` and `coremlMetadata.<accessor>("key")`, with
 # array indices written as string templates: "artifacts[$i].bytes" (Kotlin), "artifacts[\(i)].bytes" (Swift).
-READ = re.compile(r"\b(manifest|coremlMetadata)\.(string|int|long|optBool|count|intList|optInt)\(\s*\"((?:[^\"\\]|\\.)*)\"")
+READ = re.compile(r"\b(manifest|coremlMetadata)\.(string|int|long|optBool|count|intList|optIntList|optInt|optString|optDouble)\(\s*\"((?:[^\"\\]|\\.)*)\"")
 INDEX = re.compile(r"\[(?:\$\{?\w+\}?|\\\(\w+\))\]")
 # accessor -> the JSON types it accepts
-ACCESSOR_TYPES = {"string": {"string"}, "int": {"integer"}, "long": {"integer"}, "optBool": {"boolean"}, "count": {"array"}}
+ACCESSOR_TYPES = {"string": {"string"}, "int": {"integer"}, "long": {"integer"}, "optBool": {"boolean"}, "count": {"array"},
+                  "intList": {"array"}, "optIntList": {"array"}, "optInt": {"integer"}, "optString": {"string"},
+                  "optDouble": {"number", "integer"}}
 COMMENTS_OR_STRINGS = re.compile(r'("(?:\\.|[^"\\\n])*")|//[^\n]*|/\*.*?\*/', re.S)
 
 
@@ -108,7 +180,7 @@ def test_every_manifest_field_an_app_reads_is_in_the_schema(app):
     assert reads, f"found no manifest reads in the {app} sources; did the accessor pattern change?"
     for path, accessor in sorted(reads):
         node = schema_at(path)
-        assert node is not None, f"{app} reads {path}, which export/manifest.schema.json does not have"
+        assert node is not None, f"{app} reads {path}, which export/bitexport/bundle/manifest.schema.json does not have"
         assert json_types(node) & ACCESSOR_TYPES[accessor], f"{app} reads {path} with {accessor}(), schema says {json_types(node)}"
     assert {p for p, _ in reads} == marked(app), f"x-read-by of {app} in the schema differs from what its sources read"
 
@@ -166,6 +238,396 @@ def test_app_sources_parse():
 @pytest.mark.parametrize("script", ["android_demo/scripts/build_aar_with_kernels.sh", "ios_demo/scripts/build_kernels_ios.sh"])
 def test_build_scripts_parse(script):
     subprocess.run(["bash", "-n", str(ROOT / script)], check=True)
+
+
+# --- what ExecuTorch's runtime honours, and the builds (issue 17) -------------------------------
+#
+# No Kotlin or Swift compiler exists here, so these read the sources: with tree-sitter where the
+# structure matters (which thread a call runs on), with regular expressions on comment-free code
+# where a call's presence is the point. Each was run against the code before issue 17 and fails there.
+
+ANDROID_SRC = ROOT / "android_demo" / "app" / "src" / "main" / "java" / "org" / "bitexport" / "demo"
+IOS = ROOT / "ios_demo"
+AAR_SCRIPT = ROOT / "android_demo" / "scripts" / "build_aar_with_kernels.sh"
+
+
+def _code(path: Path) -> str:
+    """The source with comments removed (string literals kept)."""
+    return COMMENTS_OR_STRINGS.sub(lambda m: m.group(1) or " ", path.read_text())
+
+
+def _kotlin_tree(path: Path):
+    ts = pytest.importorskip("tree_sitter", reason="pip install tree-sitter tree-sitter-kotlin (the test extra)")
+    kotlin = pytest.importorskip("tree_sitter_kotlin")
+    return ts.Parser(ts.Language(kotlin.language())).parse(path.read_bytes())
+
+
+def _nodes(node, kind: str):
+    if node.type == kind:
+        yield node
+    for c in node.children:
+        yield from _nodes(c, kind)
+
+
+def _function(tree, name: str):
+    for f in _nodes(tree.root_node, "function_declaration"):
+        ident = next((c for c in f.children if c.type in ("simple_identifier", "identifier")), None)
+        if ident is not None and ident.text.decode() == name:
+            return f
+    raise AssertionError(f"no function {name}")
+
+
+def _call_name(call) -> str:
+    """`runner?.close()` -> "close", `llmExecutor.execute { }` -> "execute"."""
+    callee = call.children[0].text.decode()
+    return re.split(r"[.?!]+", callee)[-1]
+
+
+def _chain(code: str, start: str) -> str:
+    """The builder chain from `start` to its `.build()`."""
+    i = code.index(start)
+    return code[i:code.index(".build()", i)]
+
+
+def test_android_bos_reaches_the_runner_through_the_constructor():
+    """jni_layer_llama.cpp generate(): `.num_bos = needs_bos_ ? num_bos_ : 0`, num_bos_ being the
+    constructor's count; LlmGenerationConfig.numBos and the 7-argument generate's numBos are ignored."""
+    code = _code(ANDROID_SRC / "LlmRunner.kt")
+    assert "LlmModuleConfig.create()" in code, "LlmModule must be built from an LlmModuleConfig (the path that sets num_bos_)"
+    module_config = _chain(code, "LlmModuleConfig.create()")
+    assert re.search(r"\.numBos\(\s*bundle\.numBos\s*\)", module_config), "LlmModuleConfig must get numBos from the manifest"
+    assert re.search(r"LlmModule\(\s*config\s*\)", code), "LlmModule(LlmModuleConfig) is the constructor that passes numBos"
+    for start in [m.start() for m in re.finditer(r"LlmGenerationConfig\.create\(\)", code)]:
+        assert ".numBos(" not in _chain(code[start:], "LlmGenerationConfig.create()"), \
+            "numBos in LlmGenerationConfig is ignored by the runtime; it belongs in LlmModuleConfig"
+    # bundle.numBos is 1 exactly when the manifest's tokenizer.adds_bos is true
+    manifest_code = _code(ANDROID_SRC / "BundleManifest.kt")
+    assert re.search(r"val numBos: Int get\(\) = if \(addsBos\) 1 else 0", manifest_code)
+    assert 'addsBos = manifest.optBool("tokenizer.adds_bos"' in manifest_code
+
+
+def test_android_closes_the_module_after_stop_and_off_the_main_thread():
+    """LlmModule.close() throws while generate holds the module's lock: onCleared (main thread) must
+    stop first and leave close() to the thread that runs generate."""
+    tree = _kotlin_tree(ANDROID_SRC / "DemoViewModel.kt")
+    on_cleared = _function(tree, "onCleared")
+    calls = list(_nodes(on_cleared, "call_expression"))
+    closes = [c for c in calls if _call_name(c) == "close"]
+    stops = [c for c in calls if _call_name(c) == "stop"]
+    assert closes, "onCleared does not close the runner"
+    assert stops, "onCleared must stop a running generation before closing"
+    for close in closes:
+        assert min(s.start_byte for s in stops) < close.start_byte, "stop() must come before close()"
+        # close() sits in a lambda handed to the llm thread's executor
+        node, dispatched = close.parent, None
+        while node is not None and node != on_cleared:
+            if node.type == "lambda_literal":
+                call = node.parent
+                while call is not None and call.type != "call_expression":
+                    call = call.parent
+                dispatched = call
+                break
+            node = node.parent
+        assert dispatched is not None, f"close() runs on the main thread in onCleared: {close.text.decode()}"
+        assert dispatched.children[0].text.decode() == "llmExecutor.execute", dispatched.text.decode()[:80]
+    # ...and that executor is the one thread every other LlmModule call runs on
+    code = _code(ANDROID_SRC / "DemoViewModel.kt")
+    assert re.search(r"llmExecutor: ExecutorService = Executors\.newSingleThreadExecutor", code)
+    assert "private val llmThread = llmExecutor.asCoroutineDispatcher()" in code
+    assert "withContext(llmThread)" in code
+
+
+def test_android_stop_is_not_lost_during_prefill():
+    """TextTokenGenerator::generate clears its stop flag when the decode loop starts: a stop() in
+    prefill is lost. The Stop button must raise a flag of the app's, which onResult re-issues."""
+    vm = _kotlin_tree(ANDROID_SRC / "DemoViewModel.kt")
+    stop_body = _function(vm, "stop").text.decode()
+    assert re.search(r"jobStop\.set\(true\)", stop_body), "DemoViewModel.stop() must raise the job's flag"
+    runner = _kotlin_tree(ANDROID_SRC / "LlmRunner.kt")
+    on_result = _function(runner, "onResult").text.decode()
+    assert re.search(r"if \(ended\.get\(\) \|\| stop\.get\(\)\) module\.stop\(\)", on_result), \
+        "onResult must call module.stop() again while the app's stop flag is raised"
+    assert "stop: AtomicBoolean" in _function(runner, "generate").text.decode()
+
+
+def test_android_reports_the_runtimes_error_and_no_unwritten_statistic():
+    runner = _code(ANDROID_SRC / "LlmRunner.kt")
+    # generate throws "Failed to generate" right after onError: the onError message is what is shown
+    assert re.search(r"try \{\s*module\.generate\([^)]*\)\s*\} catch \(e: Exception\) \{\s*[^}]*error \?:", runner), \
+        "wrap module.generate so that its generic exception gives way to onError's message"
+    # TextLLMRunner never writes token_encode_end_ms (stats.h declares it; it stays 0)
+    assert "token_encode_end_ms" not in _code(ANDROID_SRC / "Figures.kt")
+
+
+def test_android_manifest_leaves_native_libraries_compressed_setting_alone():
+    manifest = (ROOT / "android_demo" / "app" / "src" / "main" / "AndroidManifest.xml").read_text()
+    assert "extractNativeLibs" not in manifest, "AGP 8 warns about android:extractNativeLibs; ExecuTorch's demo does not set it"
+
+
+def test_android_packages_the_abis_the_kernel_aar_has():
+    gradle = _code(ROOT / "android_demo" / "app" / "build.gradle.kts")
+    assert re.search(r"abiFilters \+= bitexportAbis", gradle)
+    app_default = re.search(r'gradleProperty\("bitexportAbis"\)\.getOrElse\("([^"]+)"\)', gradle).group(1)
+    script_default = re.search(r'"\$\{ANDROID_ABIS:-([^}]+)\}"', AAR_SCRIPT.read_text()).group(1)
+    assert app_default.split(",") == script_default.split(), "the app's default ABIs must be the kernel AAR's"
+
+
+def _run_aar_script(env: dict, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    return subprocess.run(["bash", str(AAR_SCRIPT), *args], env={**keep, **env}, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("abis", ["arm64-v8a x86_64", "arm64-v8a,x86_64", " arm64-v8a  x86_64 "])
+def test_aar_script_dry_run_splits_a_space_separated_abi_list(abis):
+    """No NDK or SDK needed: --dry-run checks the settings and prints the plan."""
+    out = _run_aar_script({"ANDROID_ABIS": abis}, "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert re.findall(r"^abi: (\S+)$", out.stdout, re.M) == ["arm64-v8a", "x86_64"]
+    assert "-PbitexportAbis=arm64-v8a,x86_64" in out.stdout
+    default = _run_aar_script({}, "--dry-run")
+    assert re.findall(r"^abi: (\S+)$", default.stdout, re.M) == ["arm64-v8a"]
+    bad = _run_aar_script({"ANDROID_ABIS": "arm64"}, "--dry-run")
+    assert bad.returncode == 2 and "arm64" in bad.stderr
+
+
+# A stand-in for ExecuTorch's scripts/build_android_library.sh with its interface: a configure
+# line `--preset "android-${ANDROID_ABI}" \`, main() looping over the bash array ANDROID_ABIS
+# (defaulting it when empty), and main run only when executed, not when sourced.
+_UPSTREAM_STANDIN = r"""#!/bin/bash
+set -e
+build_android_native_library() {
+  ANDROID_ABI="$1"
+  echo configure \
+    --preset "android-${ANDROID_ABI}" \
+    >> "$STANDIN_LOG"
+  mkdir -p "cmake-out-android-so/${ANDROID_ABI}"
+  echo "bitexport::tq2_linear.out" > "cmake-out-android-so/${ANDROID_ABI}/libexecutorch.so"
+}
+build_aar() { echo aar > "${BUILD_AAR_DIR}/executorch.aar"; }
+main() {
+  if [ -z "$ANDROID_ABIS" ]; then
+    ANDROID_ABIS=("arm64-v8a" "x86_64")
+  fi
+  for ANDROID_ABI in "${ANDROID_ABIS[@]}"; do
+    build_android_native_library "${ANDROID_ABI}"
+  done
+  build_aar
+}
+if [[ "${BASH_SOURCE[0]}" == "${0}" ]]; then
+  main "$@"
+fi
+"""
+
+
+def test_aar_script_hands_every_abi_to_executorchs_array_loop(tmp_path):
+    """The real script, against a stand-in upstream script: two ABIs from the environment reach its
+    array loop as two ABIs (a plain `export ANDROID_ABIS="a b"` reaches it as one ABI named "a b")."""
+    src = tmp_path / "executorch"
+    (src / ".git").mkdir(parents=True)
+    (src / "scripts").mkdir()
+    (src / "scripts" / "build_android_library.sh").write_text(_UPSTREAM_STANDIN)
+    (tmp_path / "ndk").mkdir()
+    (tmp_path / "sdk").mkdir()
+    log = tmp_path / "configure.log"
+    out = _run_aar_script({"ANDROID_ABIS": "arm64-v8a x86_64", "ANDROID_NDK": str(tmp_path / "ndk"),
+                           "ANDROID_SDK": str(tmp_path / "sdk"), "EXECUTORCH_SRC": str(src),
+                           "AAR_OUT_DIR": str(tmp_path / "aar"), "STANDIN_LOG": str(log), "PYTHON_EXECUTABLE": "python3"})
+    configured = re.findall(r"--preset android-(.+?) -DCMAKE_PROJECT_executorch_INCLUDE=", log.read_text()) if log.exists() else []
+    assert configured == ["arm64-v8a", "x86_64"], f"configured {configured}\n{out.stderr[-2000:]}"
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "aar" / "executorch-bitexport.aar").is_file()
+    # the kernel-build definitions still reach ExecuTorch's configure step
+    assert "-DEXECUTORCH_JNI_CUSTOM_LIBRARY=bitexport_kernels" in log.read_text()
+
+
+def _kotlin_compiler() -> str | None:
+    jvmcheck = ROOT / "android_demo" / "jvmcheck" / "node_modules" / "kotlin-compiler" / "bin" / "kotlinc-jvm"
+    found = os.environ.get("KOTLINC") or shutil.which("kotlinc-jvm") or (str(jvmcheck) if jvmcheck.exists() else None)
+    return found if found and shutil.which("java") else None
+
+
+def test_android_sources_run_against_a_model_of_the_runtime():
+    """android_demo/jvmcheck: every Kotlin source of the app compiled by a real Kotlin compiler
+    (the Compose screen against signature stubs), and LlmRunner, BundleManifest and DemoViewModel
+    run against ExecuTorch's LLM API with its runtime's behaviour modelled (BOS from the
+    constructor only, a decode loop that clears its stop flag, close() refused while generate runs,
+    onError before a generic exception), then run: BOS, temperature, stop during prefill, stop
+    tokens, the runtime's error, chat turns, and leaving the screen mid-generation."""
+    if _kotlin_compiler() is None:
+        pytest.skip("no Kotlin compiler: android_demo/jvmcheck/run.sh --install fetches one from npm (or set KOTLINC)")
+    env = {**os.environ, "KOTLINC": _kotlin_compiler()}
+    out = subprocess.run(["bash", str(ROOT / "android_demo" / "jvmcheck" / "run.sh")], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and "all checks passed" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+def test_android_readme_asks_for_the_cmake_executorchs_presets_need():
+    """ExecuTorch's CMakePresets.json is version 6, which CMake reads from 3.25 on."""
+    readme = (ROOT / "android_demo" / "README.md").read_text()
+    versions = [tuple(map(int, v)) for v in re.findall(r"CMake\W{1,5}(\d+)\.(\d+)", readme)]
+    assert versions, "android_demo/README.md names no CMake version"
+    assert min(versions) >= (3, 25), f"README asks for CMake {min(versions)}; presets version 6 need 3.25"
+
+
+# Apple's own modules, which need no package product
+APPLE_MODULES = {"Foundation", "SwiftUI", "CoreML", "Observation", "Combine", "UIKit", "os", "Accelerate", "Darwin"}
+# products whose module name differs from the product name (ExecuTorch's Package.swift of the
+# swiftpm-* branches; swift-transformers' products are named as their modules)
+PRODUCT_MODULES = {"executorch": "ExecuTorch", "executorch_llm": "ExecuTorchLLM"}
+
+
+def _ios_project() -> dict:
+    yaml = pytest.importorskip("yaml")
+    return yaml.safe_load((IOS / "project.yml").read_text())
+
+
+def test_ios_project_declares_every_module_the_sources_import():
+    target = _ios_project()["targets"]["BitexportDemo"]
+    declared = {PRODUCT_MODULES.get(d["product"], d["product"]) for d in target["dependencies"] if "product" in d}
+    imported = {m for f in IOS_SOURCES for m in re.findall(r"^\s*import\s+(\w+)", f.read_text(), re.M)}
+    missing = imported - APPLE_MODULES - declared
+    assert not missing, f"ios_demo/project.yml does not declare the products of {sorted(missing)}"
+
+
+def test_ios_entitlements_exist_and_are_referenced():
+    """A 2B model is killed at load without com.apple.developer.kernel.increased-memory-limit
+    (ExecuTorch's LLM demo ships it)."""
+    project = _ios_project()
+    settings = project["targets"]["BitexportDemo"].get("settings", {}).get("base", {})
+    path = settings.get("CODE_SIGN_ENTITLEMENTS")
+    assert path, "the app target sets no CODE_SIGN_ENTITLEMENTS"
+    entitlements = plistlib.loads((IOS / path).read_bytes())
+    assert entitlements.get("com.apple.developer.kernel.increased-memory-limit") is True
+
+
+def test_ios_gets_token_ids_and_never_loses_a_stop():
+    """ExecuTorchLLM's TextRunner hands Swift nil (an empty piece) for a token ending inside a
+    UTF-8 character, and its loop clears its stop flag when decoding starts. The app runs the token
+    loop itself: text decoded from ids with an incomplete character held back, and a per-job stop
+    flag that nothing lowers."""
+    code = {f.name: _code(f) for f in IOS_SOURCES}
+    everything = "\n".join(code.values())
+    assert not re.search(r"\bTextRunner\b", everything), "TextRunner's bridge drops split UTF-8 characters"
+    assert 'hasSuffix("\\u{FFFD}")' in code["Generation.swift"], "hold back an incomplete UTF-8 character"
+    stop_flag = re.search(r"final class StopFlag[^{]*\{(.*?)\n\}", everything, re.S).group(1)
+    assert "= false" not in stop_flag.replace("private var raised = false", ""), "StopFlag must not be lowered"
+    assert not re.search(r"\.reset\(\)", everything), "no stop flag or runner may be reset at generation start"
+    makers = [name for name, c in code.items() if "StopFlag()" in c]
+    assert makers == ["DemoModel.swift"], f"stop flags are made per job by DemoModel only, not by {makers}"
+
+
+# --- chat_format: a reference derivation for the exporter, and the Android app's rendering rule ---
+
+# BitNet b1.58 2B4T's template (its tokenizer_config.json) and Llama 3's; both trim the content
+# and put BOS before the first message only.
+BITNET_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = message['role'] | capitalize + ': '+ message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
+)
+LLAMA3_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+
+def _render_jinja(template: str, messages: list[dict], add_generation_prompt: bool, bos: str, eos: str) -> str:
+    """As transformers' apply_chat_template renders (sandboxed, trim_blocks, lstrip_blocks)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                            bos_token=bos, eos_token=eos)
+
+
+def render_chat_format(fmt: dict, system: str, history: list[tuple[str, str]], message: str) -> str:
+    """What the Android app sends (ChatFormat.render in BundleManifest.kt), BOS left to the runner."""
+    fill = lambda turn, content: fmt[turn].replace("{content}", content.strip())  # noqa: E731
+    out = fmt.get("prefix", "") + (fill("system", system) if system.strip() else "")
+    for user, reply in history:
+        out += fill("user", user) + fill("assistant", reply)
+    return out + fill("user", message) + fmt["generation_prompt"]
+
+
+def derive_chat_format(template: str, bos: str, eos: str) -> dict | None:
+    """chat_format from a Jinja chat template, or None when plain strings cannot reproduce it.
+    A reference for the exporter: renders probe conversations, cuts them into turn strings, and
+    keeps them only if they reproduce every probe (minus the leading BOS, which the runner adds)."""
+    S, U1, A1, U2, A2, U3 = "\x01sys\x01", "\x01u1\x01", "\x01a1\x01", "\x01u2\x01", "\x01a2\x01", "\x01u3\x01"
+    sy, us, asst = ({"role": r, "content": c} for r, c in (("system", S), ("user", U1), ("assistant", A1)))
+
+    def render(messages, gen=True):
+        text = _render_jinja(template, messages, gen, bos, eos)
+        return text[len(bos):] if bos and text.startswith(bos) else text
+
+    plain, prompt = render([us], gen=False), render([us])
+    if not prompt.startswith(plain):
+        return None
+    generation_prompt = prompt[len(plain):]
+    with_system = render([sy, us])
+    tail = plain + generation_prompt
+    if not with_system.endswith(tail):
+        return None
+    history = render([sy, us, asst, {"role": "user", "content": U2}])
+    head, end = with_system[: -len(tail)] + plain, plain.replace(U1, U2) + generation_prompt
+    if not (history.startswith(head) and history.endswith(end)):
+        return None
+    fmt = {"prefix": "", "system": with_system[: -len(tail)].replace(S, "{content}"), "user": plain.replace(U1, "{content}"),
+           "assistant": history[len(head):-len(end)].replace(A1, "{content}"), "generation_prompt": generation_prompt}
+    if fmt["system"] and fmt["system"].count("{content}") != 1:
+        return None
+    probes = [("", [], U1), (S, [], U1), (S, [(U1, A1)], U2), ("", [(U1, A1), (U2, A2)], U3)]
+    for system, turns, message in probes:
+        messages = ([{"role": "system", "content": system}] if system else [])
+        for u, a in turns:
+            messages += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
+        messages.append({"role": "user", "content": message})
+        if render(messages) != render_chat_format(fmt, system, turns, message):
+            return None
+    return fmt
+
+
+@pytest.mark.parametrize("template", [BITNET_TEMPLATE, LLAMA3_TEMPLATE], ids=["bitnet-2b4t", "llama3"])
+def test_chat_format_reproduces_the_jinja_template(template):
+    pytest.importorskip("jinja2")
+    bos, eos = "<|begin_of_text|>", "<|eot_id|>"
+    fmt = derive_chat_format(template, bos, eos)
+    assert fmt is not None
+    jsonschema.Draft202012Validator(SCHEMA["properties"]["chat_format"]).validate(fmt)
+    # real text, whitespace the templates trim included: the Android rendering equals Jinja's minus BOS
+    messages = [{"role": "system", "content": "Be brief. "}, {"role": "user", "content": " Hi!"},
+                {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Tell me a joke, café ☕"}]
+    expected = _render_jinja(template, messages, True, bos, eos)
+    assert expected.startswith(bos)  # so the manifest's tokenizer.adds_bos must be true for the runner's BOS
+    assert bos + render_chat_format(fmt, "Be brief. ", [(" Hi!", "Hello.")], "Tell me a joke, café ☕") == expected
+
+
+def test_chat_format_is_refused_where_strings_cannot_follow_the_template():
+    pytest.importorskip("jinja2")
+    numbered = "{% for m in messages %}{{ loop.index }}. {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}"
+    assert derive_chat_format(numbered, "<s>", "</s>") is None
+
+
+def test_a_manifest_with_every_pending_field_validates(tmp_path):
+    with staged_bundle(tmp_path / "b", force=False) as tmp:
+        manifest = _hand_manifest(tmp, tiny_tokenizer())
+    chat = {**manifest, "chat_template": BITNET_TEMPLATE, "chat_format": derive_chat_format(BITNET_TEMPLATE, "<s>", "</s>"),
+            "stop_token_ids": [1], "generation": {"temperature": 0.6, "max_new_tokens": 128}}
+    validate(chat)
+    for broken in ({**chat, "stop_token_ids": ["1"]}, {**chat, "generation": {"temperature": -1}},
+                   {**chat, "chat_format": {**chat["chat_format"], "user": "no placeholder"}}):
+        with pytest.raises(jsonschema.ValidationError):
+            validate(broken)
+
+
+def test_pending_schema_fields_agree_with_the_exporters_schema():
+    """Once export/bitexport/bundle/manifest.schema.json defines a pending field, it must be this definition (then
+    delete it from PENDING_PROPERTIES / PENDING_READERS)."""
+    for name, node in PENDING_PROPERTIES.items():
+        if name in EXPORT_SCHEMA["properties"]:
+            assert EXPORT_SCHEMA["properties"][name] == node, f"{name} differs between the exporter's schema and PENDING_PROPERTIES"
 
 
 # --- the exporter's side ---------------------------------------------------------------------

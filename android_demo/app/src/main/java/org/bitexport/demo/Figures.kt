@@ -20,13 +20,15 @@ data class RunFigures(val promptTokens: Int, val newTokens: Int, val prefillSeco
          * (extension/llm/runner/stats.h). TextLLMRunner::generate (text_llm_runner.cpp) stamps
          * inference_start_ms before encoding the prompt, prompt_eval_end_ms after the prefill that
          * yields the first token, inference_end_ms after the decode loop; generated_tokens counts
-         * the decode loop's steps only, so new tokens = generated_tokens + 1. Newer runtimes also
-         * write token_encode_end_ms: then tokenization is left out of the prefill, as on the desktop.
+         * the decode loop's steps only, so new tokens = generated_tokens + 1. Prefill therefore runs
+         * from inference_start_ms and includes the prompt's tokenization (well under a millisecond):
+         * stats.h declares token_encode_end_ms, but TextLLMRunner never writes it (it stays 0), so it
+         * is not read.
          */
         fun fromExecuTorchStats(json: String): RunFigures {
             val stats = JSONObject(json)
             val unitsPerSecond = stats.optDouble("SCALING_FACTOR_UNITS_PER_SECOND", 1000.0)
-            val prefillStart = if (stats.has("token_encode_end_ms")) stats.getLong("token_encode_end_ms") else stats.getLong("inference_start_ms")
+            val prefillStart = stats.getLong("inference_start_ms")
             val promptEvalEnd = stats.getLong("prompt_eval_end_ms")
             return RunFigures(
                 promptTokens = stats.getInt("prompt_tokens"),

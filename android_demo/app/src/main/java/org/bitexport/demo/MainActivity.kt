@@ -19,12 +19,15 @@ import androidx.compose.material3.MaterialTheme
 import androidx.compose.material3.OutlinedButton
 import androidx.compose.material3.OutlinedTextField
 import androidx.compose.material3.Surface
+import androidx.compose.material3.Switch
 import androidx.compose.material3.Text
 import androidx.compose.runtime.Composable
+import androidx.compose.runtime.LaunchedEffect
 import androidx.compose.runtime.getValue
 import androidx.compose.runtime.mutableStateOf
 import androidx.compose.runtime.remember
 import androidx.compose.runtime.setValue
+import androidx.compose.ui.Alignment
 import androidx.compose.ui.Modifier
 import androidx.compose.ui.text.font.FontFamily
 import androidx.compose.ui.unit.dp
@@ -49,6 +52,17 @@ fun DemoScreen(model: DemoViewModel) {
     val state by model.state.collectAsStateWithLifecycle()
     var prompt by remember { mutableStateOf("ROMEO:") }
     var maxNew by remember { mutableStateOf("64") }
+    var temperature by remember { mutableStateOf("0") }
+    var chat by remember { mutableStateOf(false) }
+    var systemPrompt by remember { mutableStateOf("You are a helpful assistant.") }
+    // A newly opened bundle brings its own defaults (manifest `generation`) and chat support.
+    LaunchedEffect(state.bundle) {
+        state.bundle?.let { b ->
+            maxNew = b.defaultMaxNewTokens.toString()
+            temperature = b.defaultTemperature.toString()
+            chat = b.chat != null
+        }
+    }
 
     Column(
         Modifier.fillMaxSize().safeDrawingPadding().imePadding().padding(12.dp).verticalScroll(rememberScrollState()),
@@ -67,16 +81,46 @@ fun DemoScreen(model: DemoViewModel) {
 
         state.bundle?.let { b -> BundleCard(b) }
 
-        OutlinedTextField(prompt, { prompt = it }, label = { Text("Prompt") }, modifier = Modifier.fillMaxWidth())
-        OutlinedTextField(
-            maxNew,
-            { maxNew = it.filter(Char::isDigit) },
-            label = { Text("New tokens") },
-            modifier = Modifier.fillMaxWidth(),
-        )
+        if (state.bundle?.chat != null) {
+            Row(verticalAlignment = Alignment.CenterVertically, horizontalArrangement = Arrangement.spacedBy(8.dp)) {
+                Switch(checked = chat, onCheckedChange = { chat = it }, enabled = !state.busy)
+                Text(if (chat) "Chat (the bundle's chat template)" else "Plain completion")
+                if (chat) OutlinedButton(onClick = model::newChat, enabled = !state.busy) { Text("New chat") }
+            }
+            if (chat) {
+                OutlinedTextField(systemPrompt, { systemPrompt = it }, label = { Text("System prompt") }, modifier = Modifier.fillMaxWidth())
+                state.history.forEach { (user, reply) -> Text("> $user\n$reply", fontFamily = FontFamily.Monospace) }
+            }
+        }
+        OutlinedTextField(prompt, { prompt = it }, label = { Text(if (chat) "Message" else "Prompt") }, modifier = Modifier.fillMaxWidth())
         Row(horizontalArrangement = Arrangement.spacedBy(8.dp)) {
-            Button(onClick = { model.generate(prompt, maxNew.toIntOrNull() ?: 64) }, enabled = !state.busy && state.bundle != null) {
-                Text("Generate")
+            OutlinedTextField(
+                maxNew,
+                { maxNew = it.filter(Char::isDigit) },
+                label = { Text("New tokens") },
+                modifier = Modifier.weight(1f),
+            )
+            OutlinedTextField(
+                temperature,
+                { temperature = it.filter { c -> c.isDigit() || c == '.' } },
+                label = { Text("Temperature (0: greedy)") },
+                modifier = Modifier.weight(1f),
+            )
+        }
+        Row(horizontalArrangement = Arrangement.spacedBy(8.dp)) {
+            Button(
+                onClick = {
+                    model.generate(
+                        prompt,
+                        maxNew.toIntOrNull() ?: 64,
+                        temperature.toFloatOrNull() ?: 0f,
+                        chat = chat && state.bundle?.chat != null,
+                        systemPrompt = systemPrompt,
+                    )
+                },
+                enabled = !state.busy && state.bundle != null,
+            ) {
+                Text(if (chat) "Send" else "Generate")
             }
             Button(onClick = model::benchmark, enabled = !state.busy && state.bundle != null) {
                 Text("Benchmark")
