@@ -216,11 +216,17 @@ def _cases(seed: int = 0):
         if m > 2:
             x[1] = 0.0  # an all-zero token: the 1e-5 clamp of max|x|
             x[2, : k // 2] = torch.round(x[2, : k // 2])  # integer values hit exact .5 products more often
+        if m > 3:
+            # max|x| = 127 makes s = 1 exactly, so every x = j + 0.5 is a rounding tie (half to
+            # even: 0.5 -> 0, 1.5 -> 2, -2.5 -> -2), in the vector part of the quantizer too
+            x[3] = torch.arange(k) % 9 - 4.5
+            x[3, k // 3] = 127.0
         codes = torch.randint(-1, 2, (n, k), generator=g, dtype=torch.int8)
         if k == 1100:
-            # the largest sums: |xq| = 127 everywhere and one sign per row (rows 0-1 all +1, rows
-            # 2-3 all -1, so code 2 or 0), for the int16 / int32 accumulator bounds
-            x[0] = torch.where(torch.arange(k) % 2 == 0, 1.0, -1.0) * 3.0
+            # the largest sums, for the accumulator bounds: xq = 127 everywhere and rows 0-1 all
+            # +1 (code 2): every product is 254, 16 of them per int16 lane and block in the plain
+            # NEON path, 9 blocks -- more than int16 holds unless folded in time
+            x[0] = 3.0
             codes[:2] = 1
             codes[2:4] = -1
         scale = torch.rand(n, generator=g) + 0.05
