@@ -398,3 +398,48 @@ def test_ios_kernel_library_recipe_builds_for_arm64(tmp_path):
     for path in ("groups_neon(", "groups_neon_dotprod(", "groups_neon_i8mm(", "quantize_neon("):
         assert any(s.startswith(f"bitexport::tq2::detail::{path}") for s in defined), path
     assert {"sdot", "smmla"} <= _arm_instructions(lib)
+
+
+# A stand-in for ExecuTorch's top-level project: just enough for bitexport_kernels.cmake (its
+# include roots and the targets it links), so the Android recipe can be configured and built here
+# with the aarch64 cross compiler in place of the NDK.
+_ET_STUB = """
+cmake_minimum_required(VERSION 3.24)
+project(executorch LANGUAGES CXX)
+add_library(executorch_core INTERFACE)
+add_library(extension_threadpool INTERFACE)
+"""
+
+
+def test_android_kernel_recipe_builds_for_arm64(tmp_path):
+    """android_demo/scripts/bitexport_kernels.cmake, injected into ExecuTorch's Android build by
+    build_aar_with_kernels.sh: it must compile every ARM path (its flags must not drop the dotprod
+    / i8mm code) and use the runtime's thread pool."""
+    cxx = _require("aarch64-linux-gnu-g++", CXX)
+    nm = _require("aarch64-linux-gnu-nm", NM)
+    cmake = _cmake()
+    src = tmp_path / "src" / "executorch"
+    src.mkdir(parents=True)
+    (src / "CMakeLists.txt").write_text(_ET_STUB)
+    for sub in ("runtime", "extension"):  # <executorch/...> headers, as in a source checkout
+        (src / sub).symlink_to(_et_include() / "executorch" / sub)
+    build = tmp_path / "build"
+    subprocess.run(
+        [cmake, "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+         "-DCMAKE_SYSTEM_NAME=Linux", "-DCMAKE_SYSTEM_PROCESSOR=aarch64", f"-DCMAKE_CXX_COMPILER={cxx}",
+         f"-DCMAKE_PROJECT_executorch_INCLUDE={ROOT / 'android_demo/scripts/bitexport_kernels.cmake'}",
+         f"-DBITEXPORT_CSRC={CSRC}"],
+        check=True, capture_output=True, text=True,
+    )
+    res = subprocess.run([cmake, "--build", str(build), "--target", "bitexport_kernels"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    lib = build / "libbitexport_kernels.a"
+    symbols = subprocess.run([nm, "-C", str(lib)], check=True, capture_output=True, text=True).stdout
+    defined = {line.split(" ", 2)[2] for line in symbols.splitlines() if line[17:19] in ("T ", "W ")}
+    undefined = {line.split(" U ", 1)[1] for line in symbols.splitlines() if " U " in line}
+    for path in ("groups_neon(", "groups_neon_dotprod(", "groups_neon_i8mm(", "quantize_neon("):
+        assert any(s.startswith(f"bitexport::tq2::detail::{path}") for s in defined), path
+    assert any(s.startswith("executorch::extension::parallel_for") for s in undefined), "not on the thread pool"
+    assert not any("bitexport_tq2_linear_f32" in s for s in defined), "the desktop-only C entry points got in"
+    assert {"sdot", "smmla"} <= _arm_instructions(lib)
