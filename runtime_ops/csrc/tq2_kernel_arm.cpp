@@ -32,6 +32,7 @@
 // attributes name the architecture level too. Every core with FEAT_DotProd implements Armv8.2-A
 // at least (the feature is optional from v8.2, mandatory from v8.4), so this admits nothing a
 // dotprod core lacks.
+//
 // The *_TILE functions hold the inner loops. They stay out of line (one call per row group and
 // token tile, each running over all of K), so that each inner loop is one named function for a
 // profiler or llvm-mca (runtime_ops/README.md).
@@ -246,8 +247,12 @@ BX_DOTPROD_TILE void dot_gemv(const uint8_t* wg, int64_t kb, const int8_t* x,
   }
 }
 
-// Prefill: one row x T tokens (see neon_tile for why a row at a time). Each row block is
-// unpacked once (8 registers of codes) and used for T tokens, 8 sdot each.
+// Prefill: one row x T tokens. Each row block is unpacked once (8 registers of codes, 6 logic
+// ops a 16-byte half) and used for T = 8 tokens, 8 sdot each: 12 logic ops per 64 sdot, and
+// both kinds compete for the same vector pipes (2 on a Cortex-A76). A row pair x 4 tokens (the
+// most that fits the registers) would halve the activation loads, which have pipes of their own,
+// but spend 24 logic ops per 64 sdot: 88 vector-pipe ops against 76, so one row x 8 it is
+// (counted from the code, not timed).
 template <int T>
 BX_DOTPROD_TILE void dot_tile(const uint8_t* wr, int64_t kb, const int8_t* const* xt, int32_t* out) {
   int32x4_t acc[T];
