@@ -15,12 +15,15 @@ float32 outputs must equal ``bitexport.runtime_ops.tq2_linear_reference`` bit fo
 vary K and N off the 128 / 4 blocking and m from 1 (decode) to counts that are not a multiple of any
 token tile. BITEXPORT_TQ2_ISA forces each path through the operator's own selection. The test
 program supplies ExecuTorch's parallel_for, splitting the row groups into uneven pieces handed out
-backwards, as a thread pool may. The ExecuTorch operator file is compiled for aarch64 too, and the
-iOS static-library recipe (ios_demo/scripts/kernels) is built with the same cross compiler.
+backwards, as a thread pool may. Where clang++ is installed the program is built with it too (the
+phones' compiler) and checked the same way. The ExecuTorch operator file is compiled for aarch64,
+and the iOS and Android static-library recipes (ios_demo/scripts/kernels,
+android_demo/scripts/bitexport_kernels.cmake) are built with the cross compiler.
 
 Needs ``apt-get install -y g++-aarch64-linux-gnu qemu-user`` (.ci/run installs it). Without the
 tools these tests skip on a developer machine but FAIL when the CI environment variable is set
-(CI=true, as CI services set it): in CI a missing toolchain must not pass silently.
+(CI=true, as CI services set it): in CI a missing toolchain must not pass silently. clang is
+optional everywhere (its test skips without it).
 """
 
 from __future__ import annotations
@@ -197,6 +200,38 @@ def program(tmp_path_factory) -> Path:
     return exe
 
 
+def _clang() -> str | None:
+    """clang++ (any version; the newest of clang++-NN on PATH), which targets aarch64 itself."""
+    found = shutil.which("clang++")
+    if found:
+        return found
+    versioned = []
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        for exe in Path(d).glob("clang++-[0-9]*") if Path(d).is_dir() else ():
+            if exe.name[len("clang++-"):].isdigit() and os.access(exe, os.X_OK):
+                versioned.append((int(exe.name[len("clang++-"):]), str(exe)))
+    return max(versioned)[1] if versioned else None
+
+
+@pytest.fixture(scope="module")
+def clang_program(tmp_path_factory) -> Path:
+    """The same test program built by clang, the compiler of the Android NDK and of Xcode: the
+    target attributes and intrinsics must mean the same there. An extra check: CI does not
+    install clang, so this skips without it even under CI."""
+    clang = _clang()
+    if clang is None:
+        pytest.skip("clang++ not installed")
+    _require("aarch64-linux-gnu-g++", CXX)  # its sysroot and linker serve clang too
+    work = tmp_path_factory.mktemp("aarch64-clang")
+    (work / "driver.cpp").write_text(DRIVER)
+    exe = work / "tq2_test"
+    cmd = [clang, "--target=aarch64-linux-gnu", *_flags(), "-DET_USE_THREADPOOL", "-static", "-pthread",
+           str(work / "driver.cpp"), *map(str, _kernel_sources()), "-o", str(exe)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return exe
+
+
 # (m tokens, K in_features, N out_features). K and N off the 128 / 4 blocking; m = 1 (decode:
 # the GEMV paths) and m of every residue of the token tiles (dotprod takes 4 tokens a tile and
 # 1-3 at the end, i8mm 4 pairs and 1-3 pairs at the end, an odd m with a lone token, plain NEON 2
@@ -288,6 +323,17 @@ def test_every_arm_path_is_bit_exact_with_the_python_reference(program, cases, c
     have, best = CPUS[cpu]
     paths = (*have, "auto")
     run = _run(program, cpu, in_path, tmp_path / "out.bin", paths)
+    assert run.returncode == 0, f"exit {run.returncode}: {run.stderr}"
+    assert run.stdout.split() == [f"best={best}", f"selected={best}"]
+    _check_outputs(tmp_path / "out.bin", case_list, want, paths)
+
+
+@pytest.mark.parametrize("cpu", list(CPUS))
+def test_clang_build_is_bit_exact_on_every_arm_path(clang_program, cases, cpu, tmp_path):
+    in_path, case_list, want = cases
+    have, best = CPUS[cpu]
+    paths = (*have, "auto")
+    run = _run(clang_program, cpu, in_path, tmp_path / "out.bin", paths)
     assert run.returncode == 0, f"exit {run.returncode}: {run.stderr}"
     assert run.stdout.split() == [f"best={best}", f"selected={best}"]
     _check_outputs(tmp_path / "out.bin", case_list, want, paths)
