@@ -22,7 +22,16 @@ import time
 import torch
 
 SHAPES = ((1536, 4096), (4096, 1536))
-ISAS = ("portable", "avx2", "avx512vnni")
+# Each CPU runs one ladder (csrc/tq2_kernel.h), from least to most preferred.
+LADDERS = (("portable", "avx2", "avx512vnni"), ("portable", "neon", "neon_dotprod", "neon_i8mm"))
+
+
+def _paths_up_to(best: str) -> list[str]:
+    """The paths of best's ladder, up to and including best."""
+    for ladder in LADDERS:
+        if best in ladder:
+            return list(ladder[: ladder.index(best) + 1])
+    return [best]
 
 
 def _cpu_name() -> str:
@@ -111,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # torch's OpenMP workers must not spin against ours
     lib = load_kernels()
     f, best_isa = _kernel_fn()
-    isas = [i for i in ISAS if ISAS.index(i) <= ISAS.index(best_isa)]
+    isas = _paths_up_to(best_isa)
     tokens = [int(t) for t in args.tokens.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
     results = []

@@ -59,7 +59,9 @@ def tq2_linear_reference(
     xq, s = quantize_activations(x2)
     # Every product and partial sum is an integer below 2^53 in magnitude, so float64 matmul is
     # exact in any summation order (float32 could be lowered to bf16 by a global matmul setting).
-    acc = xq.to(torch.float64) @ codes.to(torch.float64).t()
+    # + 0.0: an integer sum has no negative zero, but a float one made only of -0.0 products
+    # (e.g. K = 1, a negative activation, weight 0) is -0.0; the kernels' int32 sum gives +0.0.
+    acc = xq.to(torch.float64) @ codes.to(torch.float64).t() + 0.0
     y = (acc.to(torch.float32) / s) * weight_scale.reshape(1, n)
     return y.reshape(*lead, n)
 

@@ -12,8 +12,10 @@ if(NOT BITEXPORT_CSRC OR NOT EXISTS "${BITEXPORT_CSRC}/tq2_op_executorch.cpp")
   message(FATAL_ERROR "BITEXPORT_CSRC must name bitexport's runtime_ops/csrc (got '${BITEXPORT_CSRC}')")
 endif()
 
-# Every kernel source, so that a new instruction-set file (e.g. a NEON path) is picked up; the C
-# entry points serve the desktop micro-benchmark only.
+# Every kernel source (tq2_kernel_arm.cpp holds the NEON / dotprod / i8mm paths; the x86 file
+# compiles to nothing here); the C entry points serve the desktop micro-benchmark only. No -march:
+# the dotprod and i8mm functions carry their own target attributes and are chosen at run time from
+# HWCAP, so one arm64-v8a library serves every phone.
 file(GLOB _bitexport_sources CONFIGURE_DEPENDS "${BITEXPORT_CSRC}/*.cpp")
 list(FILTER _bitexport_sources EXCLUDE REGEX "tq2_c_api\\.cpp$")
 

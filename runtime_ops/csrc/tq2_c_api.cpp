@@ -11,29 +11,21 @@
 namespace {
 
 bitexport::tq2::Isa isa_from_name(const char* name, bool* ok) {
-  using bitexport::tq2::Isa;
-  *ok = true;
+  bitexport::tq2::Isa isa = bitexport::tq2::Isa::kPortable;
   if (name == nullptr || std::strcmp(name, "auto") == 0) {
+    *ok = true;
     return bitexport::tq2::best_supported_isa();
   }
-  if (std::strcmp(name, "portable") == 0) {
-    return Isa::kPortable;
-  }
-  if (std::strcmp(name, "avx2") == 0) {
-    return Isa::kAvx2;
-  }
-  if (std::strcmp(name, "avx512vnni") == 0) {
-    return Isa::kAvx512Vnni;
-  }
-  *ok = false;
-  return Isa::kPortable;
+  *ok = bitexport::tq2::parse_isa(name, &isa);
+  return isa;
 }
 
 } // namespace
 
 extern "C" {
 
-// Name of the best path this CPU supports ("portable", "avx2", "avx512vnni").
+// Name of the best path this CPU supports ("portable", "avx2", "avx512vnni", "neon",
+// "neon_dotprod", "neon_i8mm").
 __attribute__((visibility("default"))) const char* bitexport_tq2_best_isa() {
   return bitexport::tq2::isa_name(bitexport::tq2::best_supported_isa());
 }
@@ -50,7 +42,7 @@ __attribute__((visibility("default"))) double bitexport_tq2_linear_f32(
     int64_t n, const char* isa_name, int64_t iters) {
   bool ok = false;
   const bitexport::tq2::Isa isa = isa_from_name(isa_name, &ok);
-  if (!ok || static_cast<int>(isa) > static_cast<int>(bitexport::tq2::best_supported_isa()) ||
+  if (!ok || !bitexport::tq2::isa_supported(isa) ||
       k < 1 || k > bitexport::tq2::kMaxK || m < 0 || n < 1) {
     return -1.0;
   }

@@ -1,7 +1,7 @@
 /*
  * tq2 linear: the portable path, the per-call driver (activation quantization, thread split) and
- * the run-time choice of instruction set. x86 code lives in tq2_kernel_x86.cpp only; this file
- * builds unchanged for any target.
+ * the run-time choice of instruction set. x86 code lives in tq2_kernel_x86.cpp only, ARM code in
+ * tq2_kernel_arm.cpp only; this file builds unchanged for any target.
  */
 #include "tq2_kernel.h"
 
@@ -26,37 +26,97 @@ const char* isa_name(Isa isa) {
       return "avx2";
     case Isa::kAvx512Vnni:
       return "avx512vnni";
+    case Isa::kNeon:
+      return "neon";
+    case Isa::kNeonDotprod:
+      return "neon_dotprod";
+    case Isa::kNeonI8mm:
+      return "neon_i8mm";
   }
   return "portable";
 }
 
+bool parse_isa(const char* name, Isa* isa) {
+  static constexpr Isa kAll[] = {Isa::kPortable, Isa::kAvx2,        Isa::kAvx512Vnni,
+                                 Isa::kNeon,     Isa::kNeonDotprod, Isa::kNeonI8mm};
+  if (name == nullptr) {
+    return false;
+  }
+  for (const Isa candidate : kAll) {
+    if (std::strcmp(name, isa_name(candidate)) == 0) {
+      *isa = candidate;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool isa_supported(Isa isa) {
+  switch (isa) {
+    case Isa::kPortable:
+      return true;
+#if defined(__x86_64__)
+    case Isa::kAvx2:
+      return detail::cpu_has_avx2();
+    case Isa::kAvx512Vnni:
+      return detail::cpu_has_avx512vnni();
+#endif
+#if defined(__aarch64__)
+    case Isa::kNeon:
+      return true;  // Advanced SIMD is part of every AArch64 core (the ABI assumes it)
+    case Isa::kNeonDotprod:
+      return detail::cpu_has_neon_dotprod();
+    case Isa::kNeonI8mm:
+      return detail::cpu_has_neon_i8mm();
+#endif
+    default:
+      return false;
+  }
+}
+
+namespace {
+
+// The next path down the same ladder (tq2_kernel.h); portable is the bottom of both.
+Isa step_down(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512Vnni:
+      return Isa::kAvx2;
+    case Isa::kNeonI8mm:
+      return Isa::kNeonDotprod;
+    case Isa::kNeonDotprod:
+      return Isa::kNeon;
+    default:
+      return Isa::kPortable;
+  }
+}
+
+Isa best_of_ladder(Isa top) {
+  while (!isa_supported(top)) {
+    top = step_down(top);
+  }
+  return top;
+}
+
+} // namespace
+
 Isa best_supported_isa() {
 #if defined(__x86_64__)
-  static const Isa best = detail::cpu_has_avx512vnni() ? Isa::kAvx512Vnni
-      : detail::cpu_has_avx2()                          ? Isa::kAvx2
-                                                        : Isa::kPortable;
-  return best;
+  static const Isa best = best_of_ladder(Isa::kAvx512Vnni);
+#elif defined(__aarch64__)
+  static const Isa best = best_of_ladder(Isa::kNeonI8mm);
 #else
-  return Isa::kPortable;
+  static const Isa best = Isa::kPortable;
 #endif
+  return best;
 }
 
 Isa selected_isa() {
-  const Isa best = best_supported_isa();
   const char* env = std::getenv("BITEXPORT_TQ2_ISA");
-  if (env == nullptr || env[0] == '\0' || std::strcmp(env, "auto") == 0) {
-    return best;
+  Isa wanted = Isa::kPortable;
+  if (env == nullptr || !parse_isa(env, &wanted)) {
+    return best_supported_isa();  // unset, empty, "auto" or unknown
   }
-  Isa wanted = best;
-  if (std::strcmp(env, "portable") == 0) {
-    wanted = Isa::kPortable;
-  } else if (std::strcmp(env, "avx2") == 0) {
-    wanted = Isa::kAvx2;
-  } else if (std::strcmp(env, "avx512vnni") == 0) {
-    wanted = Isa::kAvx512Vnni;
-  }
-  // Never more than the CPU has: asking for avx512vnni on an AVX2-only CPU gives avx2.
-  return static_cast<int>(wanted) < static_cast<int>(best) ? wanted : best;
+  return best_of_ladder(wanted);
 }
 
 namespace detail {
@@ -94,12 +154,12 @@ namespace {
 
 // Unpacks the 32-byte block of one row into its 128 weights (-1, 0, +1) in K order.
 inline void unpack_block(const uint8_t* w, int8_t* weights) {
-  for (int j = 0; j < TQ2_BLOCK_BYTES; ++j) {
+  for (int j = 0; j < TQ2_CHUNK_K; ++j) {
     const int byte = w[j];
-    weights[j] = static_cast<int8_t>((byte & 3) - 1);
-    weights[32 + j] = static_cast<int8_t>(((byte >> 2) & 3) - 1);
-    weights[64 + j] = static_cast<int8_t>(((byte >> 4) & 3) - 1);
-    weights[96 + j] = static_cast<int8_t>(((byte >> 6) & 3) - 1);
+    for (int q = 0; q < TQ2_CHUNKS; ++q) {
+      weights[q * TQ2_CHUNK_K + j] =
+          static_cast<int8_t>(((byte >> (TQ2_CODE_BITS * q)) & TQ2_CODE_MASK) - 1);
+    }
   }
 }
 
@@ -117,36 +177,41 @@ inline int32_t dot_block(const int8_t* weights, const int8_t* xb) {
 
 void groups_portable(const QuantizedActs& a, const uint8_t* packed, const float* scale, float* y,
                      int64_t n, int64_t g0, int64_t g1) {
+  // Tokens go kTile at a time, so the accumulators live on the stack (no allocation per call,
+  // whatever m); a group's unpacked weights are redone once per tile, a small cost next to the
+  // kTile * 4 * 128 multiply-adds that use them.
+  constexpr int64_t kTile = 16;
   const int64_t kb = a.kp / TQ2_BLOCK_K;
-  // acc[t * 4 + r]: running sum(w * xq) of token t, row r of the current group.
-  std::vector<int32_t> acc(static_cast<size_t>(a.m) * TQ2_GROUP_ROWS);
+  int32_t acc[kTile][TQ2_GROUP_ROWS];  // running sum(w * xq) of token t0 + t, row r of the group
   alignas(64) int8_t weights[TQ2_GROUP_ROWS][TQ2_BLOCK_K];
   for (int64_t g = g0; g < g1; ++g) {
-    const uint8_t* wg = packed + g * kb * TQ2_BLOCK_BYTES * TQ2_GROUP_ROWS;
-    std::fill(acc.begin(), acc.end(), 0);
-    for (int64_t b = 0; b < kb; ++b) {
-      // Each weight block is unpacked once and used for every token.
-      const uint8_t* wb = wg + b * TQ2_BLOCK_BYTES * TQ2_GROUP_ROWS;
+    const uint8_t* wg = packed + g * kb * TQ2_GROUP_BLOCK_BYTES;
+    for (int64_t t0 = 0; t0 < a.m; t0 += kTile) {
+      const int64_t tiles = std::min(kTile, a.m - t0);
+      std::memset(acc, 0, sizeof(acc));
+      for (int64_t b = 0; b < kb; ++b) {
+        const uint8_t* wb = wg + b * TQ2_GROUP_BLOCK_BYTES;
 #if defined(__GNUC__)
-      // Prefetch (never faults) 2 KiB ahead along the weight stream; see tq2_kernel_x86.cpp.
-      __builtin_prefetch(wb + 2048);
-      __builtin_prefetch(wb + 2048 + 64);
+        // Prefetch (never faults) 2 KiB ahead along the weight stream; see tq2_kernel_x86.cpp.
+        __builtin_prefetch(wb + 2048);
+        __builtin_prefetch(wb + 2048 + 64);
 #endif
-      for (int r = 0; r < TQ2_GROUP_ROWS; ++r) {
-        unpack_block(wb + r * TQ2_BLOCK_BYTES, weights[r]);
-      }
-      for (int64_t t = 0; t < a.m; ++t) {
-        const int8_t* xb = a.xq + t * a.kp + b * TQ2_BLOCK_K;
         for (int r = 0; r < TQ2_GROUP_ROWS; ++r) {
-          acc[t * TQ2_GROUP_ROWS + r] += dot_block(weights[r], xb);
+          unpack_block(wb + r * TQ2_BLOCK_BYTES, weights[r]);
+        }
+        for (int64_t t = 0; t < tiles; ++t) {
+          const int8_t* xb = a.xq + (t0 + t) * a.kp + b * TQ2_BLOCK_K;
+          for (int r = 0; r < TQ2_GROUP_ROWS; ++r) {
+            acc[t][r] += dot_block(weights[r], xb);
+          }
         }
       }
-    }
-    for (int64_t t = 0; t < a.m; ++t) {
-      for (int r = 0; r < TQ2_GROUP_ROWS; ++r) {
-        const int64_t row = g * TQ2_GROUP_ROWS + r;
-        if (row < n) {
-          y[t * n + row] = dequant(acc[t * TQ2_GROUP_ROWS + r], a.s[t], scale[row]);
+      for (int64_t t = 0; t < tiles; ++t) {
+        for (int r = 0; r < TQ2_GROUP_ROWS; ++r) {
+          const int64_t row = g * TQ2_GROUP_ROWS + r;
+          if (row < n) {
+            y[(t0 + t) * n + row] = dequant(acc[t][r], a.s[t0 + t], scale[row]);
+          }
         }
       }
     }
@@ -181,8 +246,9 @@ void tq2_linear_f32(const Tq2Problem& p, Isa isa) {
   xq += (64 - (reinterpret_cast<uintptr_t>(xq) & 63)) & 63;
 
   detail::GroupsFn fn = detail::groups_portable;
+  const int8_t* pairs = nullptr;
 #if defined(__x86_64__)
-  if (isa >= Isa::kAvx2) {
+  if (isa == Isa::kAvx2 || isa == Isa::kAvx512Vnni) {
     detail::quantize_avx2(p.x, p.m, p.k, kp, xq, s_buf.data(), sum_buf.data());
   } else {
     detail::quantize_portable(p.x, p.m, p.k, kp, xq, s_buf.data(), sum_buf.data());
@@ -192,12 +258,36 @@ void tq2_linear_f32(const Tq2Problem& p, Isa isa) {
   } else if (isa == Isa::kAvx2) {
     fn = detail::groups_avx2;
   }
+#elif defined(__aarch64__)
+  if (isa == Isa::kNeon || isa == Isa::kNeonDotprod || isa == Isa::kNeonI8mm) {
+    detail::quantize_neon(p.x, p.m, p.k, kp, xq, s_buf.data(), sum_buf.data());
+  } else {
+    detail::quantize_portable(p.x, p.m, p.k, kp, xq, s_buf.data(), sum_buf.data());
+  }
+  if (isa == Isa::kNeonI8mm) {
+    fn = detail::groups_neon_i8mm;
+    if (p.m >= 2) {
+      thread_local std::vector<int8_t> pair_buf;
+      const size_t pair_size = static_cast<size_t>(detail::pair_bytes(p.m, kp)) + 64;
+      if (pair_buf.size() < pair_size) {
+        pair_buf.resize(pair_size);
+      }
+      int8_t* pb = pair_buf.data();
+      pb += (64 - (reinterpret_cast<uintptr_t>(pb) & 63)) & 63;
+      detail::pair_tokens_neon(xq, p.m, kp, pb);
+      pairs = pb;
+    }
+  } else if (isa == Isa::kNeonDotprod) {
+    fn = detail::groups_neon_dotprod;
+  } else if (isa == Isa::kNeon) {
+    fn = detail::groups_neon;
+  }
 #else
   (void)isa;
   detail::quantize_portable(p.x, p.m, p.k, kp, xq, s_buf.data(), sum_buf.data());
 #endif
 
-  const detail::QuantizedActs acts{xq, s_buf.data(), sum_buf.data(), p.m, kp};
+  const detail::QuantizedActs acts{xq, s_buf.data(), sum_buf.data(), p.m, kp, pairs};
   // Split over row groups. A task gets at least ~64K multiply-adds so that small layers stay on
   // the calling thread; the pool splits larger ranges evenly over its threads.
   const int64_t work_per_group = TQ2_GROUP_ROWS * kp * p.m;

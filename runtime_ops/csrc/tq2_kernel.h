@@ -7,23 +7,40 @@
 
 #include <cstdint>
 
+#include "tq2_layout.h"
+
 namespace bitexport {
 namespace tq2 {
 
-// Instruction-set paths, in increasing order of preference.
+// Instruction-set paths. Two ladders, each in increasing order of preference:
+//   x86-64:  portable < avx2 < avx512vnni
+//   aarch64: portable < neon < neon_dotprod < neon_i8mm
 enum class Isa : int {
-  kPortable = 0,    // plain C++, any CPU
-  kAvx2 = 1,        // x86-64 AVX2 (vpmaddubsw)
-  kAvx512Vnni = 2,  // x86-64 AVX-512 F/BW/VL + VNNI (vpdpbusd)
+  kPortable = 0,     // plain C++, any CPU
+  kAvx2 = 1,         // x86-64 AVX2 (vpmaddubsw)
+  kAvx512Vnni = 2,   // x86-64 AVX-512 F/BW/VL + VNNI (vpdpbusd)
+  kNeon = 3,         // aarch64 Advanced SIMD, every Armv8-A core (smull/smlal, sadalp)
+  kNeonDotprod = 4,  // aarch64 + FEAT_DotProd (sdot)
+  kNeonI8mm = 5,     // aarch64 + FEAT_DotProd + FEAT_I8MM (smmla for several tokens, sdot for one)
 };
 
+// "portable", "avx2", "avx512vnni", "neon", "neon_dotprod", "neon_i8mm".
 const char* isa_name(Isa isa);
 
-// Best path this CPU supports (CPUID, checked once).
+// The path of that name (not "auto"); false for an unknown name.
+bool parse_isa(const char* name, Isa* isa);
+
+// Whether this CPU (and this build) can run the path (CPUID / HWCAP / sysctl, checked once).
+bool isa_supported(Isa isa);
+
+// Best path this CPU supports.
 Isa best_supported_isa();
 
-// Path the next call will use: BITEXPORT_TQ2_ISA (portable | avx2 | avx512vnni | auto, read on
-// every call) capped at what the CPU supports; unset or "auto" means the best supported one.
+// Path the next call will use: BITEXPORT_TQ2_ISA (a name above or auto, read on every call)
+// capped at what the CPU supports: a path it lacks steps down its own ladder to the best one it
+// has (avx512vnni on an AVX2-only CPU gives avx2, neon_i8mm on a dotprod-only core gives
+// neon_dotprod), so a path of the other architecture ends at portable. Unset, "auto" or an
+// unknown name means the best supported one.
 Isa selected_isa();
 
 // Largest in_features the kernels accept: every int32 accumulator stays exact below it.
@@ -53,6 +70,10 @@ struct QuantizedActs {
   const int32_t* xsum;
   int64_t m;
   int64_t kp;
+  // neon_i8mm with m >= 2 only, else null: the tokens again, paired for smmla (its operand is
+  // a 2x8 matrix): [ceil(m/2)][kp/8][2][8], i.e. pair p, K-chunk c of 8 holds xq[2p][8c..8c+7]
+  // then xq[2p+1][8c..8c+7] (zeros for the missing partner of an odd m).
+  const int8_t* xq_pairs = nullptr;
 };
 
 // Per-token quantization (tq2_layout.h) of x[m, k] into xq[m, kp], s[m], xsum[m].
@@ -77,11 +98,47 @@ bool cpu_has_avx2();
 bool cpu_has_avx512vnni();
 #endif
 
+#if defined(__aarch64__)
+// tq2_kernel_arm.cpp. The dotprod and i8mm functions carry their own target attributes; the
+// file builds for baseline Armv8-A and tq2_kernel.cpp calls them only after the CPU said yes.
+void quantize_neon(const float* x, int64_t m, int64_t k, int64_t kp, int8_t* xq, float* s,
+                   int32_t* xsum);
+// Fills QuantizedActs::xq_pairs (size pair_bytes(m, kp)) from xq.
+void pair_tokens_neon(const int8_t* xq, int64_t m, int64_t kp, int8_t* pairs);
+inline int64_t pair_bytes(int64_t m, int64_t kp) {
+  return (m + 1) / 2 * 2 * kp;
+}
+void groups_neon(const QuantizedActs& a, const uint8_t* packed, const float* scale, float* y,
+                 int64_t n, int64_t g0, int64_t g1);
+void groups_neon_dotprod(const QuantizedActs& a, const uint8_t* packed, const float* scale,
+                         float* y, int64_t n, int64_t g0, int64_t g1);
+void groups_neon_i8mm(const QuantizedActs& a, const uint8_t* packed, const float* scale, float* y,
+                      int64_t n, int64_t g0, int64_t g1);
+bool cpu_has_neon_dotprod();
+bool cpu_has_neon_i8mm();
+#endif
+
 // The output step shared by every path: y = ((float)acc / s) * scale, written so that no
 // compiler contracts it (the sources are also built with -ffp-contract=off).
 inline float dequant(int32_t acc, float s, float scale) {
   const float a = static_cast<float>(acc) / s;
   return a * scale;
+}
+
+// Output of the SIMD paths for tokens [t0, t0 + tcount) of row group g: dots[t][r] is
+// sum(xq * code) of that token and row, so the weight sum is dots - xsum (tq2_layout.h).
+// Rows past n are padding and never written.
+inline void write_group(const QuantizedActs& a, const float* scale, float* y, int64_t n, int64_t g,
+                        int64_t t0, int tcount, const int32_t (*dots)[TQ2_GROUP_ROWS]) {
+  for (int t = 0; t < tcount; ++t) {
+    const int64_t tok = t0 + t;
+    for (int r = 0; r < TQ2_GROUP_ROWS; ++r) {
+      const int64_t row = g * TQ2_GROUP_ROWS + r;
+      if (row < n) {
+        y[tok * n + row] = dequant(dots[t][r] - a.xsum[tok], a.s[tok], scale[row]);
+      }
+    }
+  }
 }
 
 } // namespace detail

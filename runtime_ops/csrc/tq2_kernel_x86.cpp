@@ -183,7 +183,7 @@ constexpr int kAvx2Chunk = 6;
 // R rows (starting at row r0 of the group) x T tokens.
 template <int R, int T>
 BX_AVX2_INLINE void avx2_tile(const uint8_t* wg, int r0, int64_t kb, const int8_t* const* xt,
-                              int32_t out[][4]) {
+                              int32_t out[][TQ2_GROUP_ROWS]) {
   const __m256i m03 = _mm256_set1_epi8(0x03);
   const __m256i m0c = _mm256_set1_epi8(0x0C);
   const __m256i ones = _mm256_set1_epi16(1);
@@ -204,17 +204,18 @@ BX_AVX2_INLINE void avx2_tile(const uint8_t* wg, int r0, int64_t kb, const int8_
       }
     }
     for (int64_t b = b0; b < b1; ++b) {
-      const uint8_t* wb = wg + b * 128 + r0 * 32;
+      const uint8_t* wb = wg + b * TQ2_GROUP_BLOCK_BYTES + r0 * TQ2_BLOCK_BYTES;
       _mm_prefetch(reinterpret_cast<const char*>(wb + kPrefetchBytes), _MM_HINT_T0);
       for (int r = 0; r < R; ++r) {
-        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + r * 32));
+        const __m256i c =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + r * TQ2_BLOCK_BYTES));
         const __m256i h = _mm256_srli_epi16(c, 4);
         const __m256i c0 = _mm256_and_si256(c, m03);
         const __m256i c1 = _mm256_and_si256(c, m0c);
         const __m256i c2 = _mm256_and_si256(h, m03);
         const __m256i c3 = _mm256_and_si256(h, m0c);
         for (int t = 0; t < T; ++t) {
-          const __m256i* xb = reinterpret_cast<const __m256i*>(xt[t] + b * 128);
+          const __m256i* xb = reinterpret_cast<const __m256i*>(xt[t] + b * TQ2_BLOCK_K);
           const __m256i p0 = _mm256_maddubs_epi16(c0, _mm256_loadu_si256(xb + 0));
           const __m256i p2 = _mm256_maddubs_epi16(c2, _mm256_loadu_si256(xb + 2));
           const __m256i p1 = _mm256_maddubs_epi16(c1, _mm256_loadu_si256(xb + 1));
@@ -242,27 +243,13 @@ BX_AVX2_INLINE void avx2_tile(const uint8_t* wg, int r0, int64_t kb, const int8_
 // tokens take 1 row at a time (6 again) and share that row's unpacked codes.
 template <int T>
 BX_AVX2_INLINE void avx2_group(const uint8_t* wg, int64_t kb, const int8_t* const* xt,
-                               int32_t out[][4]) {
+                               int32_t out[][TQ2_GROUP_ROWS]) {
   if (T == 1) {
     avx2_tile<2, 1>(wg, 0, kb, xt, out);
     avx2_tile<2, 1>(wg, 2, kb, xt, out);
   } else {
-    for (int r = 0; r < 4; ++r) {
+    for (int r = 0; r < TQ2_GROUP_ROWS; ++r) {
       avx2_tile<1, T>(wg, r, kb, xt, out);
-    }
-  }
-}
-
-// Writes y for tokens [t0, t0 + T) of row group g.
-BX_AVX2_INLINE void write_rows(const QuantizedActs& a, const float* scale, float* y, int64_t n,
-                               int64_t g, int64_t t0, int tcount, int32_t dots[][4]) {
-  for (int t = 0; t < tcount; ++t) {
-    const int64_t tok = t0 + t;
-    for (int r = 0; r < 4; ++r) {
-      const int64_t row = g * 4 + r;
-      if (row < n) {
-        y[tok * n + row] = dequant(dots[t][r] - a.xsum[tok], a.s[tok], scale[row]);
-      }
     }
   }
 }
@@ -273,19 +260,19 @@ BX_AVX2 void groups_avx2(const QuantizedActs& a, const uint8_t* packed, const fl
                          float* y, int64_t n, int64_t g0, int64_t g1) {
   const int64_t kb = a.kp / TQ2_BLOCK_K;
   for (int64_t g = g0; g < g1; ++g) {
-    const uint8_t* wg = packed + g * kb * 128;
+    const uint8_t* wg = packed + g * kb * TQ2_GROUP_BLOCK_BYTES;
     int64_t t = 0;
     for (; t + 2 <= a.m; t += 2) {
       const int8_t* xt[2] = {a.xq + t * a.kp, a.xq + (t + 1) * a.kp};
-      int32_t dots[2][4];
+      int32_t dots[2][TQ2_GROUP_ROWS];
       avx2_group<2>(wg, kb, xt, dots);
-      write_rows(a, scale, y, n, g, t, 2, dots);
+      write_group(a, scale, y, n, g, t, 2, dots);
     }
     for (; t < a.m; ++t) {
       const int8_t* xt[1] = {a.xq + t * a.kp};
-      int32_t dots[1][4];
+      int32_t dots[1][TQ2_GROUP_ROWS];
       avx2_group<1>(wg, kb, xt, dots);
-      write_rows(a, scale, y, n, g, t, 1, dots);
+      write_group(a, scale, y, n, g, t, 1, dots);
     }
   }
 }
@@ -318,7 +305,7 @@ BX_VNNI_INLINE __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
 // One row group (4 rows = 2 pairs) x one token. Accumulators are named, not an array: GCC
 // otherwise shuffles them through extra register copies every iteration.
 BX_VNNI_INLINE void vnni_group_token(const uint8_t* wg, int64_t kb, const int8_t* xt,
-                                     int32_t out[4]) {
+                                     int32_t out[TQ2_GROUP_ROWS]) {
   const __m512i mq0 = _mm512_set1_epi8(0x03);
   const __m512i mq1 = _mm512_set1_epi8(0x0C);
   const __m512i mq2 = _mm512_set1_epi8(0x30);
@@ -326,16 +313,18 @@ BX_VNNI_INLINE void vnni_group_token(const uint8_t* wg, int64_t kb, const int8_t
   __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;  // rows 0-1
   __m512i b0 = a0, b1 = a0, b2 = a0, b3 = a0;                      // rows 2-3
   for (int64_t b = 0; b < kb; ++b) {
-    const __m256i* xb = reinterpret_cast<const __m256i*>(xt + b * 128);
+    const __m256i* xb = reinterpret_cast<const __m256i*>(xt + b * TQ2_BLOCK_K);
     const __m512i x0 = _mm512_broadcast_i64x4(_mm256_loadu_si256(xb + 0));
     const __m512i x1 = _mm512_broadcast_i64x4(_mm256_loadu_si256(xb + 1));
     const __m512i x2 = _mm512_broadcast_i64x4(_mm256_loadu_si256(xb + 2));
     const __m512i x3 = _mm512_broadcast_i64x4(_mm256_loadu_si256(xb + 3));
     // Prefetches never fault, so running past the end of the tensor is harmless.
-    _mm_prefetch(reinterpret_cast<const char*>(wg + b * 128 + kPrefetchBytes), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(wg + b * 128 + kPrefetchBytes + 64), _MM_HINT_T0);
-    const __m512i c = _mm512_loadu_si512(reinterpret_cast<const void*>(wg + b * 128));
-    const __m512i d = _mm512_loadu_si512(reinterpret_cast<const void*>(wg + b * 128 + 64));
+    const uint8_t* wb = wg + b * TQ2_GROUP_BLOCK_BYTES;
+    _mm_prefetch(reinterpret_cast<const char*>(wb + kPrefetchBytes), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(wb + kPrefetchBytes + 64), _MM_HINT_T0);
+    // rows 0-1, then rows 2-3: two row blocks a 64-byte register
+    const __m512i c = _mm512_loadu_si512(reinterpret_cast<const void*>(wb));
+    const __m512i d = _mm512_loadu_si512(reinterpret_cast<const void*>(wb + 2 * TQ2_BLOCK_BYTES));
     a0 = dpbusd(a0, _mm512_and_si512(c, mq0), x0);
     a1 = dpbusd(a1, _mm512_and_si512(c, mq1), x1);
     a2 = dpbusd(a2, _mm512_and_si512(c, mq2), x2);
@@ -361,11 +350,11 @@ BX_VNNI void groups_avx512vnni(const QuantizedActs& a, const uint8_t* packed, co
   // the group's weights (kb * 128 bytes) stay in L1 across tokens.
   const int64_t kb = a.kp / TQ2_BLOCK_K;
   for (int64_t g = g0; g < g1; ++g) {
-    const uint8_t* wg = packed + g * kb * 128;
+    const uint8_t* wg = packed + g * kb * TQ2_GROUP_BLOCK_BYTES;
     for (int64_t t = 0; t < a.m; ++t) {
-      int32_t dots[1][4];
+      int32_t dots[1][TQ2_GROUP_ROWS];
       vnni_group_token(wg, kb, a.xq + t * a.kp, dots[0]);
-      write_rows(a, scale, y, n, g, t, 1, dots);
+      write_group(a, scale, y, n, g, t, 1, dots);
     }
   }
 }

@@ -77,6 +77,32 @@ constexpr int64_t TQ2_BLOCK_K = 128;     // weights along K in one block
 constexpr int64_t TQ2_BLOCK_BYTES = 32;  // bytes in one block (2 bits a weight)
 constexpr int64_t TQ2_GROUP_ROWS = 4;    // rows interleaved in one row group
 constexpr uint8_t TQ2_PAD_CODE = 1;      // code of weight 0, used for padding
+constexpr int TQ2_CODE_BITS = 2;         // bits of one code
+constexpr uint8_t TQ2_CODE_MASK = 3;     // (byte >> (TQ2_CODE_BITS * q)) & TQ2_CODE_MASK
+// Codes per byte = 32-weight chunks per block: byte j of a block holds chunk q's weight j.
+constexpr int TQ2_CHUNKS = 8 / TQ2_CODE_BITS;
+constexpr int64_t TQ2_CHUNK_K = TQ2_BLOCK_BYTES;  // weights in one chunk (one per block byte)
+// Bytes of one K-block of a whole row group (4 rows x 32 bytes): the stride along K in a group.
+constexpr int64_t TQ2_GROUP_BLOCK_BYTES = TQ2_BLOCK_BYTES * TQ2_GROUP_ROWS;
+
+// The same layout as types, for code that wants names instead of offsets. A row group of the
+// packed tensor is an array of KB Tq2GroupBlock; the kernels walk it through byte pointers with
+// the constants above, and these asserts tie the two descriptions together.
+struct Tq2Block {
+  uint8_t bytes[TQ2_BLOCK_BYTES];  // byte j: chunk q's weight j at bits [2q+1:2q]
+};
+struct Tq2GroupBlock {
+  Tq2Block rows[TQ2_GROUP_ROWS];  // [row r of the group][32 bytes], rows in order
+};
+static_assert(TQ2_CHUNKS * TQ2_CHUNK_K == TQ2_BLOCK_K, "a block is its chunks");
+static_assert(TQ2_BLOCK_BYTES * 8 == TQ2_BLOCK_K * TQ2_CODE_BITS, "2 bits a weight, no gaps");
+static_assert(sizeof(Tq2Block) == TQ2_BLOCK_BYTES, "no padding inside a block");
+static_assert(alignof(Tq2Block) == 1, "blocks sit at any byte offset of the tensor");
+static_assert(sizeof(Tq2GroupBlock) == TQ2_GROUP_BLOCK_BYTES, "rows of a group block are contiguous");
+static_assert(offsetof(Tq2GroupBlock, rows) == 0, "row 0 first");
+static_assert(sizeof(Tq2GroupBlock::rows[0]) == TQ2_BLOCK_BYTES, "row r at byte r * 32");
+static_assert(((TQ2_PAD_CODE << 6) | (TQ2_PAD_CODE << 4) | (TQ2_PAD_CODE << 2) | TQ2_PAD_CODE) == 0x55,
+              "a padding byte is 0x55");
 
 // Blocks per row for K weights along the reduction dimension.
 inline constexpr int64_t blocks_per_row(int64_t k) {
@@ -90,12 +116,12 @@ inline constexpr int64_t row_groups(int64_t n) {
 
 // Bytes in one packed row of the [G, KB * 128] tensor (one row group).
 inline constexpr int64_t group_bytes(int64_t k) {
-  return blocks_per_row(k) * TQ2_BLOCK_BYTES * TQ2_GROUP_ROWS;
+  return blocks_per_row(k) * TQ2_GROUP_BLOCK_BYTES;
 }
 
 // Byte offset of the 32-byte block of row n, K-block b.
 inline constexpr int64_t block_offset(int64_t n, int64_t b, int64_t k) {
-  return (n / TQ2_GROUP_ROWS) * group_bytes(k) + b * TQ2_BLOCK_BYTES * TQ2_GROUP_ROWS +
+  return (n / TQ2_GROUP_ROWS) * group_bytes(k) + b * TQ2_GROUP_BLOCK_BYTES +
       (n % TQ2_GROUP_ROWS) * TQ2_BLOCK_BYTES;
 }
 
@@ -103,8 +129,8 @@ inline constexpr int64_t block_offset(int64_t n, int64_t b, int64_t k) {
 inline uint8_t code_at(const uint8_t* packed, int64_t n, int64_t k, int64_t k_total) {
   const int64_t b = k / TQ2_BLOCK_K;
   const int64_t within = k % TQ2_BLOCK_K;
-  const uint8_t byte = packed[block_offset(n, b, k_total) + within % TQ2_BLOCK_BYTES];
-  return static_cast<uint8_t>((byte >> (2 * (within / TQ2_BLOCK_BYTES))) & 3);
+  const uint8_t byte = packed[block_offset(n, b, k_total) + within % TQ2_CHUNK_K];
+  return static_cast<uint8_t>((byte >> (TQ2_CODE_BITS * (within / TQ2_CHUNK_K))) & TQ2_CODE_MASK);
 }
 
 } // namespace tq2
