@@ -18,7 +18,7 @@ import torch
 
 from bitexport.runtime_ops import tq2_layout
 
-CSRC = Path(__file__).resolve().parents[1] / "runtime_ops" / "csrc"
+CSRC = Path(__file__).resolve().parents[2] / "runtime_ops" / "csrc"
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 PROGRAM = r"""
