@@ -550,6 +550,24 @@ STANDIN_KERNELS = {
 }
 
 
+# Our real ARM loops (runtime_ops/csrc/tq2_kernel_arm.cpp): figure name -> (function, -march, tokens
+# an iteration). Decode is the sdot GEMV on every dotprod core (i8mm cores too: one token wastes half
+# of an smmla); prefill is the sdot tile of 8 tokens, or the smmla tile of 4 token pairs on i8mm cores.
+REAL_KERNELS = {
+    "tq2_gemv": ("dot_gemv", "armv8.2-a+dotprod", 1),
+    "tq2_gemm": ("dot_tile", "armv8.2-a+dotprod", 8),
+    "tq2_gemm_i8mm": ("mmla_tile", "armv8.6-a+i8mm", 8),
+}
+
+
+def arm_kernel_source() -> Path:
+    """tq2_kernel_arm.cpp as installed with bitexport.runtime_ops (package data), located, not imported."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("bitexport.runtime_ops")
+    return Path(list(spec.submodule_search_locations)[0]) / "csrc" / "tq2_kernel_arm.cpp"
+
+
 def executorch_compile_args() -> tuple[tuple[Path, ...], tuple[str, ...]]:
     """Include directories and defines for sources that include ExecuTorch's headers (as
     runtime_ops/csrc/tq2_kernel.cpp does), from the installed executorch wheel; empty without it.
@@ -611,11 +629,11 @@ def refresh_our_kernels(data: dict | None = None, specs: dict[str, KernelSpec] |
     mcpus = sorted({c["mca_cpu"] for c in data["cores"].values()})
     for name, spec in specs.items():
         entry = data["our_kernels"].setdefault(name, {})
-        if specs is STANDIN_KERNELS and entry.get("stand_in") is False:
-            continue  # the real kernel's figures are in place: keep them
         if tool is None or compiler is None:
             entry["figures_from"] = "stored (llvm-mca or an aarch64 compiler missing here)"
             continue
+        if specs is STANDIN_KERNELS and entry.get("stand_in") is False:
+            continue  # the real kernel's figures: recomputed from its source below
         result = analyse_kernel(spec, mcpus, compiler, tool)
         entry.update({
             "description": spec.description,
@@ -630,6 +648,20 @@ def refresh_our_kernels(data: dict | None = None, specs: dict[str, KernelSpec] |
             "stand_in": specs is STANDIN_KERNELS,
             "figures_from": "recomputed",
         })
+    if specs is STANDIN_KERNELS and tool is not None and compiler is not None and arm_kernel_source().is_file():
+        mcpus_real = mcpus
+        for name, (function, march, tokens) in REAL_KERNELS.items():
+            result = analyse_kernel(real_kernel_spec(arm_kernel_source(), function, march, tokens), mcpus_real,
+                                    compiler, tool)
+            data["our_kernels"].setdefault(name, {}).update({
+                "label": f"tq2 {function} (runtime_ops/csrc/tq2_kernel_arm.cpp)", "function": function,
+                "source": "runtime_ops/csrc/tq2_kernel_arm.cpp", "stand_in": False, "flags": result["flags"],
+                "compiler": result["compiler"], "llvm_mca_version": result["llvm_mca_version"],
+                "weights_per_iteration": result["weights_per_iteration"],
+                "tokens_per_iteration": result["tokens_per_iteration"],
+                "cycles_per_iteration": {c: v["cycles_per_iteration"] for c, v in result["per_cpu"].items()},
+                "loop": result["loop"], "figures_from": "recomputed",
+            })
     return data
 
 
@@ -902,7 +934,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernel-include", action="append", default=[],
                     help="another include directory (e.g. executorch's headers in site-packages/executorch/include)")
     ap.add_argument("--kernel-region", help="analyse the LLVM-MCA-BEGIN <name> region instead of the innermost loop")
-    ap.add_argument("--as", dest="as_kernel", choices=("tq2_gemv", "tq2_gemm"),
+    ap.add_argument("--as", dest="as_kernel", choices=("tq2_gemv", "tq2_gemm", "tq2_gemm_i8mm"),
                     help="replace the stand-in for decode (tq2_gemv) or prefill (tq2_gemm) with the analysed kernel")
     ap.add_argument("--save", action="store_true", help="write the figures into phone_model_data.json")
     ap.add_argument("--shape", action="append", help="only these shapes (demo, large, 2b); repeatable")
@@ -920,7 +952,7 @@ def main(argv: list[str] | None = None) -> int:
         result = analyse_kernel(spec, mcpus)
         print(json.dumps({k: v for k, v in result.items() if k != "loop"}, indent=2))
         if args.as_kernel:
-            entry = data["our_kernels"][args.as_kernel]
+            entry = data["our_kernels"].setdefault(args.as_kernel, {})
             entry.update({
                 "label": f"tq2 {args.kernel_function} ({args.kernel_source})", "function": args.kernel_function,
                 "source": str(args.kernel_source), "stand_in": False, "flags": result["flags"],
