@@ -50,11 +50,24 @@ def quiet_libraries() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (redirected, captured by a test), not to the
+    stream that was current when the handler was made."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure(verbose: bool = False) -> None:
     """The CLI's handler: one "[bitexport] ..." line per message on stderr."""
     if any(getattr(h, "_bitexport", False) for h in log.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("[bitexport] %(message)s"))
     handler._bitexport = True  # type: ignore[attr-defined]
     log.addHandler(handler)

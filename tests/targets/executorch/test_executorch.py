@@ -394,3 +394,16 @@ def test_int4_weights_are_the_ternary_codes_exactly(onebit_model):
     fused = lowered.layers[0].self_attn.qkv_proj
     assert isinstance(fused, Int4TernaryLinear)
     assert torch.equal(fused.dequantized_weight(), want)
+
+
+def test_int4_head_on_a_hidden_size_xnnpack_cannot_group_is_one_line(tmp_path, capsys):
+    """XNNPACK's int4 weights need groups of a multiple of 32 inputs: a hidden size of 200 with the
+    default int4 head is refused before any file is written, naming --head fp32 (it used to die
+    inside XNNPACK's partitioner with a traceback)."""
+    folder = make_tiny_checkpoint(tmp_path / "h200", "hf-bitnet", hidden_size=200, num_heads=5, num_kv_heads=1,
+                                  head_dim=40, intermediate_size=328)
+    out = tmp_path / "never"
+    code = cli_main(["export", str(folder), "--target", "android", "-o", str(out)])
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not ln.startswith("[bitexport] ")]
+    assert code == 2 and len(err) == 1 and "--head fp32" in err[0] and "200" in err[0], err
+    assert not out.exists()

@@ -90,6 +90,12 @@ class ExecutorchTarget:
                     f"--int4-group-size {config.int4_group_size} must divide the layers' input sizes "
                     f"{cfg.hidden_size}, {cfg.intermediate_size}, {cfg.q_size}; use the default per-row int4"
                 )
+        if config.head == "int4" and model.config.hidden_size % 32:
+            # XNNPACK's int4 weights come in groups of a multiple of 32 inputs, per-channel too
+            raise TargetError(
+                f"--head int4 needs hidden_size to be a multiple of 32 (XNNPACK's int4 groups); this model's is "
+                f"{model.config.hidden_size}: export with --head fp32"
+            )
         if model.model.max_seq_len < 2:
             raise TargetError("--max-seq-len must be at least 2 for an ExecuTorch export")
 
