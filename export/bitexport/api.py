@@ -18,7 +18,10 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from bitexport.bundle.store import Bundle, check_destination, read_bundle, staged_bundle, write_manifest
+from bitexport.bundle.chat import chat_fields
+from bitexport.bundle.store import (
+    Bundle, check_destination, read_bundle, staged_bundle, tokenizer_adds_bos, write_manifest,
+)
 from bitexport.errors import TargetError
 from bitexport.formats import LoadedModel, load_model
 from bitexport.log import step
@@ -78,16 +81,20 @@ def export(
             with step(f"exporting {t.name} ({cfg.weights})"):
                 artifacts += t.emit(loaded, cfg, tmp)
         shutil.copyfile(loaded.tokenizer_path, tmp / "tokenizer.json")
+        eos = list(loaded.config.eos_token_ids)
+        chat = chat_fields(loaded.source_path, tmp / "tokenizer.json", loaded.config.bos_token_id, eos,
+                           tokenizer_adds_bos(tmp / "tokenizer.json", loaded.config.bos_token_id))
         write_manifest(
             tmp,
             target=target,
             source=source_summary(loaded),
             tokenizer="tokenizer.json",
             bos_token_id=loaded.config.bos_token_id,
-            eos_token_ids=list(loaded.config.eos_token_ids),
+            eos_token_ids=eos,
             max_seq_len=loaded.model.max_seq_len,
             vocab_size=loaded.config.vocab_size,
             artifacts=artifacts,
+            chat=chat,
         )
     log.info("wrote %s in %.1f s", out, time.perf_counter() - t0)
     return read_bundle(out)

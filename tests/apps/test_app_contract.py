@@ -11,12 +11,11 @@ LlmModuleConfig, close() after stop() and off the main thread, a stop that survi
 runtime's own error message), that the builds are set up right (the AAR script's ABI list, run
 through --dry-run and against a stand-in for ExecuTorch's script; the iOS package products of every
 import; the increased-memory-limit entitlement; the CMake version the README asks for), and the
-optional chat fields (PENDING_PROPERTIES, with a reference derivation of chat_format).
+optional chat fields (the exporter derives chat_format: bitexport.bundle.chat).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import plistlib
@@ -30,6 +29,7 @@ import jsonschema
 import pytest
 from tokenizers import processors
 
+from bitexport.bundle.chat import derive_chat_format, render_chat_format, render_jinja
 from bitexport.bundle.store import Artifact, staged_bundle, write_manifest
 from bitexport.errors import TargetError
 from bitexport.api import export
@@ -40,63 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "export" / "bitexport" / "bundle" / "manifest.schema.json"
 EXPORT_SCHEMA = json.loads(SCHEMA_PATH.read_text())
 
-# Optional chat and sampling fields the apps read when present (issue 17). The exporter does not
-# write them yet; until export/bitexport/bundle/manifest.schema.json has them, they are added here so the contract
-# stays checked in both directions. `test_pending_schema_fields_agree_with_the_exporters_schema`
-# fails as soon as the exporter's schema defines one of them differently.
-PENDING_PROPERTIES = {
-    "chat_template": {
-        "type": "string",
-        "minLength": 1,
-        "description": "the model's Jinja chat template, verbatim from tokenizer_config.json (`chat_template`; a named-template list reduced to its `default`). Rendered with messages [{role, content}], add_generation_prompt, bos_token and eos_token (the text of bos_token_id and eos_token_ids[0]). Absent: the apps offer plain completion only.",
-        "x-read-by": ["ios"],
-    },
-    "chat_format": {
-        "type": "object",
-        "description": "chat_template pre-rendered into plain strings for runtimes without a Jinja engine (Android). Each turn string holds `{content}` exactly once. Their concatenation prefix + system(S) + [user(U) + assistant(A)]* + user(U) + generation_prompt equals the Jinja rendering of the same messages with add_generation_prompt=true, minus a leading BOS token: the runner adds BOS through num_bos (tokenizer.adds_bos), as for a plain prompt. The exporter writes it only when that equality holds for its probe conversations (with and without a system message) and the rendering starts with BOS exactly when tokenizer.adds_bos is true.",
-        "required": ["user", "generation_prompt"],
-        "additionalProperties": False,
-        "properties": {
-            "prefix": {"type": "string", "description": "text before the first turn, after BOS (usually empty)", "x-read-by": ["android"]},
-            "system": {"type": "string", "pattern": "\\{content\\}", "description": "a system turn; omitted by the app when the system prompt is empty", "x-read-by": ["android"]},
-            "user": {"type": "string", "pattern": "\\{content\\}", "x-read-by": ["android"]},
-            "assistant": {"type": "string", "pattern": "\\{content\\}", "description": "a finished assistant turn, end-of-turn token included", "x-read-by": ["android"]},
-            "generation_prompt": {"type": "string", "description": "what opens the assistant's reply (add_generation_prompt)", "x-read-by": ["android"]},
-        },
-    },
-    "stop_token_ids": {
-        "type": "array",
-        "items": {"type": "integer", "minimum": 0},
-        "uniqueItems": True,
-        "description": "tokens that end a chat reply besides eos_token_ids (e.g. <|eot_id|>); each is a special token of the tokenizer (an added_tokens entry), so runtimes that see only text (Android's LlmCallback) can match its content",
-        "x-read-by": ["android", "ios"],
-    },
-    "generation": {
-        "type": "object",
-        "description": "defaults of the apps' generation settings (generation_config.json where the model has one)",
-        "additionalProperties": False,
-        "properties": {
-            "temperature": {"type": "number", "minimum": 0, "description": "0 = greedy argmax (what `bitexport run` does)", "x-read-by": ["android", "ios"]},
-            "max_new_tokens": {"type": "integer", "minimum": 1, "x-read-by": ["android", "ios"]},
-        },
-    },
-}
-# Existing fields that the iOS app reads now (its ExecuTorch engine runs the token loop itself:
-# EOS ends generation, BOS names the chat template's bos_token).
-PENDING_READERS = {"bos_token_id": ["ios"], "eos_token_ids": ["ios"]}
-
-
-def _with_pending(schema: dict) -> dict:
-    merged = copy.deepcopy(schema)
-    for name, node in PENDING_PROPERTIES.items():
-        merged["properties"].setdefault(name, copy.deepcopy(node))
-    for name, readers in PENDING_READERS.items():
-        node = merged["properties"][name]
-        node["x-read-by"] = sorted(set(node.get("x-read-by", [])) | set(readers))
-    return merged
-
-
-SCHEMA = _with_pending(EXPORT_SCHEMA)
+SCHEMA = EXPORT_SCHEMA
 ANDROID_SOURCES = sorted((ROOT / "android_demo" / "app" / "src" / "main" / "java").rglob("*.kt"))
 IOS_SOURCES = sorted((ROOT / "ios_demo" / "Sources").rglob("*.swift"))
 APPS = {"android": ANDROID_SOURCES, "ios": IOS_SOURCES}
@@ -533,62 +477,6 @@ LLAMA3_TEMPLATE = (
 )
 
 
-def _render_jinja(template: str, messages: list[dict], add_generation_prompt: bool, bos: str, eos: str) -> str:
-    """As transformers' apply_chat_template renders (sandboxed, trim_blocks, lstrip_blocks)."""
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-    return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                            bos_token=bos, eos_token=eos)
-
-
-def render_chat_format(fmt: dict, system: str, history: list[tuple[str, str]], message: str) -> str:
-    """What the Android app sends (ChatFormat.render in BundleManifest.kt), BOS left to the runner."""
-    fill = lambda turn, content: fmt[turn].replace("{content}", content.strip())  # noqa: E731
-    out = fmt.get("prefix", "") + (fill("system", system) if system.strip() else "")
-    for user, reply in history:
-        out += fill("user", user) + fill("assistant", reply)
-    return out + fill("user", message) + fmt["generation_prompt"]
-
-
-def derive_chat_format(template: str, bos: str, eos: str) -> dict | None:
-    """chat_format from a Jinja chat template, or None when plain strings cannot reproduce it.
-    A reference for the exporter: renders probe conversations, cuts them into turn strings, and
-    keeps them only if they reproduce every probe (minus the leading BOS, which the runner adds)."""
-    S, U1, A1, U2, A2, U3 = "\x01sys\x01", "\x01u1\x01", "\x01a1\x01", "\x01u2\x01", "\x01a2\x01", "\x01u3\x01"
-    sy, us, asst = ({"role": r, "content": c} for r, c in (("system", S), ("user", U1), ("assistant", A1)))
-
-    def render(messages, gen=True):
-        text = _render_jinja(template, messages, gen, bos, eos)
-        return text[len(bos):] if bos and text.startswith(bos) else text
-
-    plain, prompt = render([us], gen=False), render([us])
-    if not prompt.startswith(plain):
-        return None
-    generation_prompt = prompt[len(plain):]
-    with_system = render([sy, us])
-    tail = plain + generation_prompt
-    if not with_system.endswith(tail):
-        return None
-    history = render([sy, us, asst, {"role": "user", "content": U2}])
-    head, end = with_system[: -len(tail)] + plain, plain.replace(U1, U2) + generation_prompt
-    if not (history.startswith(head) and history.endswith(end)):
-        return None
-    fmt = {"prefix": "", "system": with_system[: -len(tail)].replace(S, "{content}"), "user": plain.replace(U1, "{content}"),
-           "assistant": history[len(head):-len(end)].replace(A1, "{content}"), "generation_prompt": generation_prompt}
-    if fmt["system"] and fmt["system"].count("{content}") != 1:
-        return None
-    probes = [("", [], U1), (S, [], U1), (S, [(U1, A1)], U2), ("", [(U1, A1), (U2, A2)], U3)]
-    for system, turns, message in probes:
-        messages = ([{"role": "system", "content": system}] if system else [])
-        for u, a in turns:
-            messages += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
-        messages.append({"role": "user", "content": message})
-        if render(messages) != render_chat_format(fmt, system, turns, message):
-            return None
-    return fmt
-
-
 @pytest.mark.parametrize("template", [BITNET_TEMPLATE, LLAMA3_TEMPLATE], ids=["bitnet-2b4t", "llama3"])
 def test_chat_format_reproduces_the_jinja_template(template):
     pytest.importorskip("jinja2")
@@ -599,7 +487,7 @@ def test_chat_format_reproduces_the_jinja_template(template):
     # real text, whitespace the templates trim included: the Android rendering equals Jinja's minus BOS
     messages = [{"role": "system", "content": "Be brief. "}, {"role": "user", "content": " Hi!"},
                 {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Tell me a joke, café ☕"}]
-    expected = _render_jinja(template, messages, True, bos, eos)
+    expected = render_jinja(template, messages, True, bos, eos)
     assert expected.startswith(bos)  # so the manifest's tokenizer.adds_bos must be true for the runner's BOS
     assert bos + render_chat_format(fmt, "Be brief. ", [(" Hi!", "Hello.")], "Tell me a joke, café ☕") == expected
 
@@ -610,7 +498,7 @@ def test_chat_format_is_refused_where_strings_cannot_follow_the_template():
     assert derive_chat_format(numbered, "<s>", "</s>") is None
 
 
-def test_a_manifest_with_every_pending_field_validates(tmp_path):
+def test_a_manifest_with_every_chat_field_validates(tmp_path):
     with staged_bundle(tmp_path / "b", force=False) as tmp:
         manifest = _hand_manifest(tmp, tiny_tokenizer())
     chat = {**manifest, "chat_template": BITNET_TEMPLATE, "chat_format": derive_chat_format(BITNET_TEMPLATE, "<s>", "</s>"),
@@ -620,14 +508,6 @@ def test_a_manifest_with_every_pending_field_validates(tmp_path):
                    {**chat, "chat_format": {**chat["chat_format"], "user": "no placeholder"}}):
         with pytest.raises(jsonschema.ValidationError):
             validate(broken)
-
-
-def test_pending_schema_fields_agree_with_the_exporters_schema():
-    """Once export/bitexport/bundle/manifest.schema.json defines a pending field, it must be this definition (then
-    delete it from PENDING_PROPERTIES / PENDING_READERS)."""
-    for name, node in PENDING_PROPERTIES.items():
-        if name in EXPORT_SCHEMA["properties"]:
-            assert EXPORT_SCHEMA["properties"][name] == node, f"{name} differs between the exporter's schema and PENDING_PROPERTIES"
 
 
 # --- the exporter's side ---------------------------------------------------------------------

@@ -115,7 +115,10 @@ def write_manifest(
     max_seq_len: int,
     vocab_size: int,
     artifacts: list[Artifact],
+    chat: dict | None = None,
 ) -> dict:
+    """Hash the artifacts and write manifest.json; `chat` holds the optional chat fields
+    (bundle/chat.py)."""
     for a in artifacts:
         p = folder / a.path
         if not p.exists():
@@ -141,6 +144,7 @@ def write_manifest(
         "max_seq_len": max_seq_len,
         "vocab_size": vocab_size,
         "artifacts": [asdict(a) for a in artifacts],
+        **(chat or {}),
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
