@@ -406,7 +406,7 @@ def analyse_loop(spec: KernelSpec, loop: Loop, mcpus: list[str], llvm_mca: str |
 
 
 # --------------------------------------------------------------------------------------------------
-# The stand-in loops (ours; NOT the bitexport ARM kernel, which does not exist yet on main)
+# The stand-in loops: design alternatives and llama.cpp's F16 head (our real loops: REAL_KERNELS)
 # --------------------------------------------------------------------------------------------------
 
 # Each one does what a dotprod tq2 kernel must do on the layout of runtime_ops/csrc/tq2_layout.h:
@@ -865,7 +865,8 @@ def markdown(rows: list[dict] | None = None, data: dict | None = None, shape_fil
     standins = sorted(k for k in used if k.startswith("tq2") and data["our_kernels"].get(k, {}).get("stand_in"))
     note = (f"Our tq2 loops are **stand-ins** ({', '.join(standins)}) until the ARM kernel lands "
             f"(figures: {rows[0]['figures'] if rows else 'n/a'})." if standins else
-            f"Our tq2 figures: {rows[0]['figures'] if rows else 'n/a'}.")
+            f"Our tq2 figures: the ARM kernel's loops (runtime_ops/csrc/tq2_kernel_arm.cpp), "
+            f"{rows[0]['figures'] if rows else 'n/a'}.")
     mixed = sorted({k.get("llvm_mca_version") for k in data["our_kernels"].values()
                     if k.get("llvm_mca_version") and k.get("llvm_mca_version") != data["llvm_mca"]["version"]})
     if mixed:
