@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -11,11 +12,27 @@ import torch
 from bitexport.model.config import ATTENTION_LINEARS, MLP_LINEARS, ModelConfig
 from bitexport.errors import InputError
 from bitexport.formats.folder import TensorTable
-from bitexport.model.bitlinear import BitLinear
+from bitexport.model.bitlinear import BitLinear, absmean_ternarize
 from bitexport.model.decoder import BitNetDecoder
 
 # Reads one ternary linear: (tensor-name prefix, (out, in)) -> (int8 codes [out, in], scale [1]).
 LinearReader = Callable[[str, tuple[int, int]], tuple[torch.Tensor, torch.Tensor]]
+
+# Tensors a checkpoint may hold that no architecture reads: rotary inverse frequencies, which
+# older transformers saved as persistent buffers and which are recomputed from rope_theta.
+HARMLESS_EXTRAS = (
+    re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq"),
+    re.compile(r"model\.rotary_emb\.inv_freq"),
+)
+UNUSED_LISTED = 5
+
+
+@dataclass(frozen=True)
+class SubNormNames:
+    """Where a format stores the two BitNet sub-norms, relative to a layer's attention and MLP."""
+
+    attn: str = "self_attn.attn_sub_norm"
+    ffn: str = "mlp.ffn_sub_norm"
 
 
 @dataclass
@@ -66,6 +83,10 @@ def rope_theta(raw: dict, default: float) -> float:
     return float(raw.get("rope_theta", params.get("rope_theta", default)))
 
 
+def rms_norm_eps(raw: dict, default: float) -> float:
+    return float(raw.get("rms_norm_eps", default))
+
+
 def record(stored: dict[str, StoredFormat], group: str, fmt: str, t: torch.Tensor, weights: int) -> None:
     entry = stored.setdefault(group, StoredFormat(fmt))
     entry.weights += weights
@@ -78,8 +99,10 @@ def build_decoder(
     read_linear: LinearReader,
     stored: dict[str, StoredFormat],
     max_seq_len: int,
+    sub_norms: SubNormNames = SubNormNames(),
 ) -> BitNetDecoder:
-    """Fill a BitNetDecoder from HF-named tensors; every shape is checked against `cfg`."""
+    """Fill a BitNetDecoder from HF-named tensors; every shape is checked against `cfg`, and a
+    checkpoint holding tensors the architecture does not use is refused."""
     model = BitNetDecoder(cfg, max_seq_len)
     h = cfg.hidden_size
     with torch.no_grad():
@@ -97,16 +120,54 @@ def build_decoder(
             _norm(layer.input_layernorm, table, f"{p}.input_layernorm.weight", h, stored)
             _norm(layer.post_attention_layernorm, table, f"{p}.post_attention_layernorm.weight", h, stored)
             if cfg.attn_sub_norm:
-                _norm(layer.self_attn.attn_sub_norm, table, f"{p}.self_attn.attn_sub_norm.weight", cfg.q_size, stored)
+                _norm(layer.self_attn.attn_sub_norm, table, f"{p}.{sub_norms.attn}.weight", cfg.q_size, stored)
             if cfg.ffn_sub_norm:
-                _norm(layer.mlp.ffn_sub_norm, table, f"{p}.mlp.ffn_sub_norm.weight", cfg.intermediate_size, stored)
+                _norm(layer.mlp.ffn_sub_norm, table, f"{p}.{sub_norms.ffn}.weight", cfg.intermediate_size, stored)
         _norm(model.norm, table, "model.norm.weight", h, stored)
         if model.lm_head is not None:
             head = table.take("lm_head.weight", (cfg.vocab_size, h))
             record(stored, "lm_head", str(head.dtype).removeprefix("torch."), head, head.numel())
             model.lm_head.weight.copy_(head.float())
+        elif "lm_head.weight" in table:
+            _tied_copy_of_embedding(table, emb)
+    refuse_unused(table)
     model.eval()
     return model
+
+
+def refuse_unused(table: TensorTable) -> None:
+    """A tensor nobody read is a part of the network we would silently drop: refuse it."""
+    extra = [n for n in table.unused() if not any(p.fullmatch(n) for p in HARMLESS_EXTRAS)]
+    if not extra:
+        return
+    listed = ", ".join(repr(n) for n in extra[:UNUSED_LISTED])
+    more = f" and {len(extra) - UNUSED_LISTED} more" if len(extra) > UNUSED_LISTED else ""
+    raise InputError(
+        f"{table.source}: {len(extra)} tensor(s) that config.json's architecture does not use: {listed}{more}; "
+        "bitexport would drop them and compute a different network: use a checkpoint whose config.json "
+        "describes all of its weights"
+    )
+
+
+def _tied_copy_of_embedding(table: TensorTable, emb: torch.Tensor) -> None:
+    # Some writers store the tied head anyway; it is harmless only if it is the embedding.
+    head = table.take("lm_head.weight", tuple(emb.shape))
+    if not torch.equal(head, emb):
+        raise InputError(
+            f"{table.source}: tensor 'lm_head.weight' differs from the embedding though config.json says "
+            "tie_word_embeddings=true; set tie_word_embeddings to false in config.json"
+        )
+
+
+def ternarize_shadow(table: TensorTable, name: str, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """absmean ternarization of a full-precision shadow weight that must not be all zeros (its
+    gamma would be 0: the layer would be dead, which no trained checkpoint holds)."""
+    if not bool(w.any()):
+        raise InputError(
+            f"{table.source}: tensor {name!r} is all zeros (ternary scale 0); the checkpoint is damaged, "
+            "download or export it again"
+        )
+    return absmean_ternarize(w)
 
 
 def _norm(norm, table: TensorTable, name: str, size: int, stored: dict[str, StoredFormat]) -> None:
@@ -116,7 +177,14 @@ def _norm(norm, table: TensorTable, name: str, size: int, stored: dict[str, Stor
 
 
 def llama_shaped_config(
-    raw: dict, src: Path, *, act: str, rope_default: float, eps_default: float, sub_norms: bool
+    raw: dict,
+    src: Path,
+    *,
+    act: str,
+    rope_default: float,
+    eps_default: float,
+    attn_sub_norm: bool,
+    ffn_sub_norm: bool,
 ) -> ModelConfig:
     """The Llama-shaped fields every BitNet config.json shares; each format supplies its defaults
     (the values its reference implementation assumes when a field is absent) and its switches."""
@@ -133,9 +201,9 @@ def llama_shaped_config(
             head_dim=raw.get("head_dim") or hidden // heads,
             hidden_act=act,
             rope_theta=rope_theta(raw, rope_default),
-            rms_norm_eps=float(raw.get("rms_norm_eps", eps_default)),
-            attn_sub_norm=sub_norms,
-            ffn_sub_norm=sub_norms,
+            rms_norm_eps=rms_norm_eps(raw, eps_default),
+            attn_sub_norm=attn_sub_norm,
+            ffn_sub_norm=ffn_sub_norm,
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
             max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
             bos_token_id=raw.get("bos_token_id"),

@@ -45,6 +45,13 @@ def tiny_tokenizer(vocab_size: int = 320) -> Tokenizer:
     return tok
 
 
+# Non-default rope_theta and rms_norm_eps (each format's reference assumes 500000 / 1e-5 for
+# `bitnet`, 10000 / 1e-6 for 1bitLLM when the field is absent): a loader or target that ignores
+# the config's value computes a different network, and the parity tests see it.
+TINY_ROPE_THETA = {"hf-bitnet": 12345.0, "1bitllm": 77777.0}
+TINY_RMS_NORM_EPS = {"hf-bitnet": 1e-4, "1bitllm": 1e-2}
+
+
 def tiny_config(fmt: str = "hf-bitnet", vocab_size: int = 320, **overrides) -> ModelConfig:
     base = ModelConfig(
         vocab_size=vocab_size,
@@ -55,10 +62,10 @@ def tiny_config(fmt: str = "hf-bitnet", vocab_size: int = 320, **overrides) -> M
         num_kv_heads=2,
         head_dim=16,
         hidden_act="relu2" if fmt == "hf-bitnet" else "silu",
-        rope_theta=500000.0 if fmt == "hf-bitnet" else 10000.0,
-        rms_norm_eps=1e-5,
-        attn_sub_norm=fmt == "hf-bitnet",
-        ffn_sub_norm=fmt == "hf-bitnet",
+        rope_theta=TINY_ROPE_THETA[fmt],
+        rms_norm_eps=TINY_RMS_NORM_EPS[fmt],
+        attn_sub_norm=True,
+        ffn_sub_norm=True,
         tie_word_embeddings=fmt == "hf-bitnet",
         max_position_embeddings=256,
         bos_token_id=0,
@@ -118,11 +125,17 @@ def make_tiny_checkpoint(
     return folder
 
 
+# our decoder's sub-norm names -> 1bitLLM's (modeling_bitnet.py's inner_attn_ln / ffn_layernorm)
+_ONEBIT_NAMES = {".self_attn.attn_sub_norm.": ".self_attn.inner_attn_ln.", ".mlp.ffn_sub_norm.": ".mlp.ffn_layernorm."}
+
+
 def _save_1bitllm(model: BitNetDecoder, folder: Path) -> None:
     cfg = model.config
     tensors = {}
     for name, t in model.state_dict().items():
         key = name if name.startswith("lm_head.") else f"model.{name}"
+        for ours, theirs in _ONEBIT_NAMES.items():
+            key = key.replace(ours, theirs)
         tensors[key] = t.to(torch.float16).contiguous()
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     config = onebitllm_config(cfg)
