@@ -218,3 +218,13 @@ def test_config_json_of_the_fixtures_is_untouched_by_edits(tmp_path, tiny_hf):
     dst = _edited(tiny_hf, tmp_path / "m", lambda t: None)
     assert json.loads((dst / "config.json").read_text()) == json.loads((tiny_hf / "config.json").read_text())
     load_model(dst)
+
+
+@pytest.mark.parametrize("field,value", [("rope_theta", 0), ("rope_theta", -10000.0), ("rms_norm_eps", 0.0), ("rms_norm_eps", "1e-5x")])
+def test_non_positive_theta_or_eps_in_config_is_refused(capsys, tmp_path, tiny_1bitllm, field, value):
+    dst = tmp_path / "m"
+    shutil.copytree(tiny_1bitllm, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg[field] = value
+    (dst / "config.json").write_text(json.dumps(cfg))
+    _refused(capsys, dst, repr(field), "positive")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -11,21 +11,13 @@ import torch
 
 from bitexport.model.config import ATTENTION_LINEARS, MLP_LINEARS, ModelConfig
 from bitexport.errors import InputError
+from bitexport.formats.checks import refuse_unused, tied_copy_of_embedding
 from bitexport.formats.folder import TensorTable
-from bitexport.model.bitlinear import BitLinear, absmean_ternarize
+from bitexport.model.bitlinear import BitLinear
 from bitexport.model.decoder import BitNetDecoder
 
 # Reads one ternary linear: (tensor-name prefix, (out, in)) -> (int8 codes [out, in], scale [1]).
 LinearReader = Callable[[str, tuple[int, int]], tuple[torch.Tensor, torch.Tensor]]
-
-# Tensors a checkpoint may hold that no architecture reads: rotary inverse frequencies, which
-# older transformers saved as persistent buffers and which are recomputed from rope_theta.
-HARMLESS_EXTRAS = (
-    re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq"),
-    re.compile(r"model\.rotary_emb\.inv_freq"),
-)
-UNUSED_LISTED = 5
-
 
 @dataclass(frozen=True)
 class SubNormNames:
@@ -80,11 +72,21 @@ def rope_theta(raw: dict, default: float) -> float:
     kind = params.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
     if kind not in ("default", None):
         raise InputError(f"rope type {kind!r} is not supported (only plain RoPE); use a checkpoint with default RoPE")
-    return float(raw.get("rope_theta", params.get("rope_theta", default)))
+    return _positive(raw.get("rope_theta", params.get("rope_theta", default)), "rope_theta")
 
 
 def rms_norm_eps(raw: dict, default: float) -> float:
-    return float(raw.get("rms_norm_eps", default))
+    return _positive(raw.get("rms_norm_eps", default), "rms_norm_eps")
+
+
+def _positive(value, key: str) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = float("nan")
+    if not (x > 0 and math.isfinite(x)):
+        raise InputError(f"config.json: {key!r} must be a positive number (got {value!r}); fix config.json")
+    return x
 
 
 def record(stored: dict[str, StoredFormat], group: str, fmt: str, t: torch.Tensor, weights: int) -> None:
@@ -129,45 +131,10 @@ def build_decoder(
             record(stored, "lm_head", str(head.dtype).removeprefix("torch."), head, head.numel())
             model.lm_head.weight.copy_(head.float())
         elif "lm_head.weight" in table:
-            _tied_copy_of_embedding(table, emb)
+            tied_copy_of_embedding(table, emb)
     refuse_unused(table)
     model.eval()
     return model
-
-
-def refuse_unused(table: TensorTable) -> None:
-    """A tensor nobody read is a part of the network we would silently drop: refuse it."""
-    extra = [n for n in table.unused() if not any(p.fullmatch(n) for p in HARMLESS_EXTRAS)]
-    if not extra:
-        return
-    listed = ", ".join(repr(n) for n in extra[:UNUSED_LISTED])
-    more = f" and {len(extra) - UNUSED_LISTED} more" if len(extra) > UNUSED_LISTED else ""
-    raise InputError(
-        f"{table.source}: {len(extra)} tensor(s) that config.json's architecture does not use: {listed}{more}; "
-        "bitexport would drop them and compute a different network: use a checkpoint whose config.json "
-        "describes all of its weights"
-    )
-
-
-def _tied_copy_of_embedding(table: TensorTable, emb: torch.Tensor) -> None:
-    # Some writers store the tied head anyway; it is harmless only if it is the embedding.
-    head = table.take("lm_head.weight", tuple(emb.shape))
-    if not torch.equal(head, emb):
-        raise InputError(
-            f"{table.source}: tensor 'lm_head.weight' differs from the embedding though config.json says "
-            "tie_word_embeddings=true; set tie_word_embeddings to false in config.json"
-        )
-
-
-def ternarize_shadow(table: TensorTable, name: str, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """absmean ternarization of a full-precision shadow weight that must not be all zeros (its
-    gamma would be 0: the layer would be dead, which no trained checkpoint holds)."""
-    if not bool(w.any()):
-        raise InputError(
-            f"{table.source}: tensor {name!r} is all zeros (ternary scale 0); the checkpoint is damaged, "
-            "download or export it again"
-        )
-    return absmean_ternarize(w)
 
 
 def _norm(norm, table: TensorTable, name: str, size: int, stored: dict[str, StoredFormat]) -> None:

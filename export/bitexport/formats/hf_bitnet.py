@@ -13,14 +13,8 @@ import torch
 from bitexport.model.config import ModelConfig
 from bitexport.errors import InputError
 from bitexport.formats.hf_packing import unpack_rows
-from bitexport.formats.common import (
-    LoadedModel,
-    StoredFormat,
-    build_decoder,
-    llama_shaped_config,
-    record,
-    ternarize_shadow,
-)
+from bitexport.formats.checks import positive_scale, ternarize_shadow
+from bitexport.formats.common import LoadedModel, StoredFormat, build_decoder, llama_shaped_config, record
 from bitexport.formats.folder import ModelFolder, TensorTable, read_tensors, require_tokenizer
 
 LINEAR_CLASSES = ("bitlinear", "autobitlinear")
@@ -67,11 +61,7 @@ def load(folder: ModelFolder, max_seq_len: int) -> LoadedModel:
         ws = table.take(f"{prefix}.weight_scale").float().reshape(-1)
         if ws.numel() != 1:
             raise InputError(f"{folder.path}: {prefix}.weight_scale must hold one value; got {ws.numel()}")
-        if not float(ws) > 0:  # both conventions need a positive scale; 0 is a dead or infinite layer
-            raise InputError(
-                f"{folder.path}: tensor '{prefix}.weight_scale' is {float(ws)}, not a positive number; "
-                "the checkpoint is damaged, download or export it again"
-            )
+        positive_scale(table, f"{prefix}.weight_scale", ws)
         if w.dtype == torch.uint8:
             want = (-(-out // 4), k)
             if tuple(w.shape) != want:

