@@ -4,7 +4,11 @@ Tolerance: both sides compute in float32 with the same integer activation codes,
 only by float rounding (summation order, 1/weight_scale vs dividing by it): measured ~1e-5 on
 logits of magnitude ~40. A rounding tie in the int8 activation quantization could flip one code
 by 1/127 of a token's range, so the bound is 1e-3 of the logits' range: far below the O(1)
-relative error of a flipped scale convention or packing order (the last two tests show it).
+relative error of a flipped scale convention or packing order (tests below show it).
+
+The fixtures use non-default rope_theta and rms_norm_eps (formats/tiny.py), so a loader ignoring
+either breaks parity too (shown below). head_dim stays hidden_size / num_attention_heads:
+transformers' BitNet sizes attn_sub_norm by hidden_size, so no other head_dim can run there.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import shutil
 import pytest
 import torch
 
+import bitexport.formats.common as common
 import bitexport.formats.hf_bitnet as hf_bitnet
 from bitexport.formats import load_model
 from bitexport.runtime.generate import greedy_generate
@@ -117,6 +122,18 @@ def test_flipped_packing_order_is_caught(tiny_hf, monkeypatch):
     toks = _tokens(wrong.config.vocab_size)
     with torch.no_grad():
         assert _rel_diff(wrong.model(toks, torch.tensor([0])), hf_logits(ref, toks)) > 100 * REL_TOL
+
+
+@pytest.mark.parametrize("field", ["rope_theta", "rms_norm_eps"])
+def test_a_loader_ignoring_the_configs_field_is_caught(tiny_hf, monkeypatch, field):
+    """Reading the format's default instead of config.json's value must break parity."""
+    monkeypatch.setattr(common, field, lambda raw, default: default)
+    wrong = load_model(tiny_hf)
+    assert getattr(wrong.config, field) != json.loads((tiny_hf / "config.json").read_text())[field]
+    ref = load_hf(tiny_hf)
+    toks = _tokens(wrong.config.vocab_size)
+    with torch.no_grad():
+        assert _rel_diff(wrong.model(toks, torch.tensor([0])), hf_logits(ref, toks)) > 10 * REL_TOL
 
 
 @pytest.mark.parametrize("out_features", [4, 7, 9, 12])

@@ -141,19 +141,27 @@ def test_reference_matches_independent_numpy(m):
     assert np.array_equal(got.numpy(), want)
 
 
-def test_eager_op_equals_reference():
+def test_eager_op_equals_numpy_arithmetic():
+    """The eager op (what export traces and the Python runner falls back on) against the numpy
+    statement of tq2_layout.h's arithmetic, not against the op's own reference function."""
     n, k = 64, 300
     codes, scale = _codes(n, k, 4), _scales(n, 4)
     packed = pack_tq2(codes)
     for shape in [(1, k), (5, k), (2, 3, k), (k,), (0, k)]:
         x = _acts(shape, 4)
-        want = tq2_linear_reference(x, codes, scale)
+        want = torch.from_numpy(_numpy_reference(x.numpy(), codes.numpy(), scale.numpy()).reshape(*shape[:-1], n))
         got = torch.ops.bitexport.tq2_linear(x, packed, scale, n)
         assert got.shape == (*shape[:-1], n)
         assert torch.equal(got, want)
         out = torch.empty(0)
         res = torch.ops.bitexport.tq2_linear.out(x, packed, scale, n, out=out)
         assert res is out and torch.equal(out, want)
+    # the comparison sees a wrong weight: one flipped code changes the output
+    wrong = codes.clone()
+    wrong[0, 0] = 1 if int(codes[0, 0]) != 1 else -1
+    x = _acts((5, k), 4)
+    want = torch.from_numpy(_numpy_reference(x.numpy(), codes.numpy(), scale.numpy()))
+    assert not torch.equal(torch.ops.bitexport.tq2_linear(x, pack_tq2(wrong), scale, n), want)
 
 
 def test_registration_is_idempotent():

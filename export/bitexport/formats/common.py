@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -10,12 +11,20 @@ import torch
 
 from bitexport.model.config import ATTENTION_LINEARS, MLP_LINEARS, ModelConfig
 from bitexport.errors import InputError
+from bitexport.formats.checks import refuse_unused, tied_copy_of_embedding
 from bitexport.formats.folder import TensorTable
 from bitexport.model.bitlinear import BitLinear
 from bitexport.model.decoder import BitNetDecoder
 
 # Reads one ternary linear: (tensor-name prefix, (out, in)) -> (int8 codes [out, in], scale [1]).
 LinearReader = Callable[[str, tuple[int, int]], tuple[torch.Tensor, torch.Tensor]]
+
+@dataclass(frozen=True)
+class SubNormNames:
+    """Where a format stores the two BitNet sub-norms, relative to a layer's attention and MLP."""
+
+    attn: str = "self_attn.attn_sub_norm"
+    ffn: str = "mlp.ffn_sub_norm"
 
 
 @dataclass
@@ -63,7 +72,21 @@ def rope_theta(raw: dict, default: float) -> float:
     kind = params.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
     if kind not in ("default", None):
         raise InputError(f"rope type {kind!r} is not supported (only plain RoPE); use a checkpoint with default RoPE")
-    return float(raw.get("rope_theta", params.get("rope_theta", default)))
+    return _positive(raw.get("rope_theta", params.get("rope_theta", default)), "rope_theta")
+
+
+def rms_norm_eps(raw: dict, default: float) -> float:
+    return _positive(raw.get("rms_norm_eps", default), "rms_norm_eps")
+
+
+def _positive(value, key: str) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = float("nan")
+    if not (x > 0 and math.isfinite(x)):
+        raise InputError(f"config.json: {key!r} must be a positive number (got {value!r}); fix config.json")
+    return x
 
 
 def record(stored: dict[str, StoredFormat], group: str, fmt: str, t: torch.Tensor, weights: int) -> None:
@@ -78,8 +101,10 @@ def build_decoder(
     read_linear: LinearReader,
     stored: dict[str, StoredFormat],
     max_seq_len: int,
+    sub_norms: SubNormNames = SubNormNames(),
 ) -> BitNetDecoder:
-    """Fill a BitNetDecoder from HF-named tensors; every shape is checked against `cfg`."""
+    """Fill a BitNetDecoder from HF-named tensors; every shape is checked against `cfg`, and a
+    checkpoint holding tensors the architecture does not use is refused."""
     model = BitNetDecoder(cfg, max_seq_len)
     h = cfg.hidden_size
     with torch.no_grad():
@@ -97,14 +122,17 @@ def build_decoder(
             _norm(layer.input_layernorm, table, f"{p}.input_layernorm.weight", h, stored)
             _norm(layer.post_attention_layernorm, table, f"{p}.post_attention_layernorm.weight", h, stored)
             if cfg.attn_sub_norm:
-                _norm(layer.self_attn.attn_sub_norm, table, f"{p}.self_attn.attn_sub_norm.weight", cfg.q_size, stored)
+                _norm(layer.self_attn.attn_sub_norm, table, f"{p}.{sub_norms.attn}.weight", cfg.q_size, stored)
             if cfg.ffn_sub_norm:
-                _norm(layer.mlp.ffn_sub_norm, table, f"{p}.mlp.ffn_sub_norm.weight", cfg.intermediate_size, stored)
+                _norm(layer.mlp.ffn_sub_norm, table, f"{p}.{sub_norms.ffn}.weight", cfg.intermediate_size, stored)
         _norm(model.norm, table, "model.norm.weight", h, stored)
         if model.lm_head is not None:
             head = table.take("lm_head.weight", (cfg.vocab_size, h))
             record(stored, "lm_head", str(head.dtype).removeprefix("torch."), head, head.numel())
             model.lm_head.weight.copy_(head.float())
+        elif "lm_head.weight" in table:
+            tied_copy_of_embedding(table, emb)
+    refuse_unused(table)
     model.eval()
     return model
 
@@ -116,7 +144,14 @@ def _norm(norm, table: TensorTable, name: str, size: int, stored: dict[str, Stor
 
 
 def llama_shaped_config(
-    raw: dict, src: Path, *, act: str, rope_default: float, eps_default: float, sub_norms: bool
+    raw: dict,
+    src: Path,
+    *,
+    act: str,
+    rope_default: float,
+    eps_default: float,
+    attn_sub_norm: bool,
+    ffn_sub_norm: bool,
 ) -> ModelConfig:
     """The Llama-shaped fields every BitNet config.json shares; each format supplies its defaults
     (the values its reference implementation assumes when a field is absent) and its switches."""
@@ -133,9 +168,9 @@ def llama_shaped_config(
             head_dim=raw.get("head_dim") or hidden // heads,
             hidden_act=act,
             rope_theta=rope_theta(raw, rope_default),
-            rms_norm_eps=float(raw.get("rms_norm_eps", eps_default)),
-            attn_sub_norm=sub_norms,
-            ffn_sub_norm=sub_norms,
+            rms_norm_eps=rms_norm_eps(raw, eps_default),
+            attn_sub_norm=attn_sub_norm,
+            ffn_sub_norm=ffn_sub_norm,
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
             max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
             bos_token_id=raw.get("bos_token_id"),

@@ -100,7 +100,10 @@ def require_tokenizer(folder: ModelFolder) -> Path:
 
 
 class TensorTable:
-    """Named tensors with shape checks that report the offending name and the config."""
+    """Named tensors with shape and finiteness checks that report the offending name.
+
+    `used` records every tensor the loader took, so that the loader can refuse a checkpoint
+    holding tensors its architecture has no place for (they would be silently dropped)."""
 
     def __init__(self, tensors: dict[str, torch.Tensor], source: Path) -> None:
         self.tensors = tensors
@@ -122,5 +125,13 @@ class TensorTable:
                 f"{self.source}: tensor {name!r} has shape {tuple(t.shape)} but config.json implies "
                 f"{tuple(shape)}; fix config.json or use the weights it belongs to"
             )
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise InputError(
+                f"{self.source}: tensor {name!r} holds NaN or inf; the checkpoint is damaged, "
+                "download or export it again"
+            )
         self.used.add(name)
         return t
+
+    def unused(self) -> list[str]:
+        return sorted(set(self.tensors) - self.used)

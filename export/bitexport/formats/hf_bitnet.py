@@ -13,9 +13,9 @@ import torch
 from bitexport.model.config import ModelConfig
 from bitexport.errors import InputError
 from bitexport.formats.hf_packing import unpack_rows
+from bitexport.formats.checks import positive_scale, ternarize_shadow
 from bitexport.formats.common import LoadedModel, StoredFormat, build_decoder, llama_shaped_config, record
 from bitexport.formats.folder import ModelFolder, TensorTable, read_tensors, require_tokenizer
-from bitexport.model.quant import absmean_ternarize
 
 LINEAR_CLASSES = ("bitlinear", "autobitlinear")
 MODES = ("offline", "online")
@@ -39,7 +39,9 @@ def parse_config(folder: ModelFolder) -> tuple[ModelConfig, str, str]:
         raise InputError(f"{src}: hidden_act {act!r} is not supported; bitexport handles relu2 and silu")
     if raw.get("attention_bias"):
         raise InputError(f"{src}: attention_bias=true is not supported; BitNet linears have no bias")
-    cfg = llama_shaped_config(raw, src, act=act, rope_default=500000.0, eps_default=1e-5, sub_norms=True)
+    cfg = llama_shaped_config(
+        raw, src, act=act, rope_default=500000.0, eps_default=1e-5, attn_sub_norm=True, ffn_sub_norm=True
+    )
     return cfg, linear_class, mode
 
 
@@ -54,11 +56,12 @@ def load(folder: ModelFolder, max_seq_len: int) -> LoadedModel:
         if mode == "online":
             w = table.take(f"{prefix}.weight", shape)
             record(stored, "ternary", f"{_dtype(w)} (online ternarized)", w, out * k)
-            return absmean_ternarize(w)
+            return ternarize_shadow(table, f"{prefix}.weight", w)
         w = table.take(f"{prefix}.weight")
         ws = table.take(f"{prefix}.weight_scale").float().reshape(-1)
         if ws.numel() != 1:
             raise InputError(f"{folder.path}: {prefix}.weight_scale must hold one value; got {ws.numel()}")
+        positive_scale(table, f"{prefix}.weight_scale", ws)
         if w.dtype == torch.uint8:
             want = (-(-out // 4), k)
             if tuple(w.shape) != want:
@@ -69,7 +72,7 @@ def load(folder: ModelFolder, max_seq_len: int) -> LoadedModel:
             try:
                 codes = unpack_rows(w, out)
             except ValueError as e:
-                raise InputError(f"{folder.path}: {prefix}.weight: {e}; the file is corrupt") from None
+                raise InputError(f"{folder.path}: tensor '{prefix}.weight': {e}; the file is corrupt") from None
             record(stored, "ternary", "uint8 packed 2-bit", w, out * k)
         else:
             table.take(f"{prefix}.weight", shape)

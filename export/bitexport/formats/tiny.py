@@ -118,11 +118,17 @@ def make_tiny_checkpoint(
     return folder
 
 
+# our decoder's sub-norm names -> 1bitLLM's (modeling_bitnet.py's inner_attn_ln / ffn_layernorm)
+_ONEBIT_NAMES = {".self_attn.attn_sub_norm.": ".self_attn.inner_attn_ln.", ".mlp.ffn_sub_norm.": ".mlp.ffn_layernorm."}
+
+
 def _save_1bitllm(model: BitNetDecoder, folder: Path) -> None:
     cfg = model.config
     tensors = {}
     for name, t in model.state_dict().items():
         key = name if name.startswith("lm_head.") else f"model.{name}"
+        for ours, theirs in _ONEBIT_NAMES.items():
+            key = key.replace(ours, theirs)
         tensors[key] = t.to(torch.float16).contiguous()
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     config = onebitllm_config(cfg)

@@ -16,8 +16,8 @@ MLP_LINEARS = ("gate_proj", "up_proj", "down_proj")
 class ModelConfig:
     """Architecture of a BitNet-style decoder: Llama's shape plus the BitNet switches.
 
-    `attn_sub_norm` / `ffn_sub_norm` are BitNet b1.58-2B-4T's extra RMSNorms before `o_proj` and
-    `down_proj`; 1bitLLM checkpoints have neither.
+    `attn_sub_norm` / `ffn_sub_norm` are BitNet's extra RMSNorms before `o_proj` and `down_proj`
+    (b1.58-2B-4T's attn_sub_norm / ffn_sub_norm, 1bitLLM's inner_attn_ln / ffn_layernorm).
     """
 
     vocab_size: int
