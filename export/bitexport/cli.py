@@ -103,6 +103,8 @@ def _make_runner(path: Path, threads: int | None):
         from bitexport.targets import get_target
 
         bundle = read_bundle(path)
+        # runtimes' loaders can crash on a damaged file instead of raising: check it first
+        bundle.check_before_loading()
         why: list[EnvironmentProblem] = []
         for a in bundle.artifacts:
             try:
