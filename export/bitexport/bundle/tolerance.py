@@ -50,8 +50,11 @@ HEADS: dict[str, Tolerance] = {
 }
 EMBEDDINGS: dict[str, Tolerance] = {
     "fp32": Tolerance(0.0, 0.0, 0.0, "embedding fp32"),
+    # per-row int8 keeps each element within 0.4 % of its row's max (not measured through verify yet)
     "int8": Tolerance(0.01, 0.02, 0.01, "embedding int8 per row"),
-    "int4": Tolerance(0.04, 0.06, 0.03, "embedding int4 groups of 32"),
+    # int4 groups of 32: with the int4 head sharing the table (tied), the tiny hf model's logits
+    # moved 0.39 of max|logit| in all (tests/targets/onnx), 0.14 beyond the int4 head's own share
+    "int4": Tolerance(0.10, 0.25, 0.10, "embedding int4 groups of 32 (lossy by design)"),
 }
 
 
