@@ -142,3 +142,93 @@ def test_run_on_a_bundle_nothing_can_run(capsys, tmp_path, tiny_hf):
     (b / "manifest.json").write_text("[1, 2]")
     code, _, err = run_cli(capsys, "run", str(b), "--prompt", "hi")
     assert_one_line_error(code, err, "not a bitexport manifest")
+
+
+# ---------------------------------------------------------------------------- damaged bundles
+
+
+@pytest.fixture(scope="module")
+def onnx_bundle(tiny_hf, tmp_path_factory):
+    from bitexport.api import export
+
+    out = tmp_path_factory.mktemp("cli-errors") / "desktop"
+    export(tiny_hf, "desktop", out, max_seq_len=64)
+    return out
+
+
+@pytest.fixture
+def bundle_copy(onnx_bundle, tmp_path):
+    dst = tmp_path / "b"
+    shutil.copytree(onnx_bundle, dst)
+    return dst
+
+
+def _truncate(f):
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _flip(f):
+    data = bytearray(f.read_bytes())
+    for i in range(len(data) // 3, len(data) // 3 + 64):
+        data[i] ^= 0xFF
+    f.write_bytes(bytes(data))
+
+
+def test_the_intact_bundle_runs(capsys, bundle_copy):
+    code, out, err = run_cli(capsys, "run", str(bundle_copy), "--prompt", "hi", "-n", "2")
+    assert code == 0 and "[onnxruntime-genai]" in out, err
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip], ids=["truncated", "flipped"])
+@pytest.mark.parametrize("rel", ["onnx/model.onnx", "tokenizer.json", "onnx/genai_config.json"])
+def test_damaged_file_is_one_line_before_loading(capsys, bundle_copy, rel, damage):
+    damage(bundle_copy / rel)
+    code, _, err = run_cli(capsys, "run", str(bundle_copy), "--prompt", "hi")
+    # the tokenizer is the bundle's own; the onnx folder's files are hashed as one artifact
+    what = "tokenizer.json" if rel == "tokenizer.json" else "onnx:"
+    fix = "bytes, the manifest says" if damage is _truncate else "sha256 differs"
+    assert_one_line_error(code, err, what, fix, "export it again")
+
+
+def test_damaged_file_above_the_hash_limit_still_gives_one_line(capsys, bundle_copy, monkeypatch):
+    """Files too large to hash before every run reach the runtime's loader: a flipped .onnx must
+    still end in one line (onnxruntime-genai's load error), not a crash."""
+    import bitexport.bundle.store as store
+
+    monkeypatch.setattr(store, "HASH_BEFORE_RUN_LIMIT", 0)
+    monkeypatch.setattr(store.Bundle.check_before_loading, "__defaults__", (0,))
+    f = bundle_copy / "onnx" / "model.onnx"
+    f.write_bytes(b"\x00" * f.stat().st_size)
+    code, _, err = run_cli(capsys, "run", str(bundle_copy), "--prompt", "hi")
+    print(err)
+    assert_one_line_error(code, err, "model.onnx", "export the bundle again")
+
+
+def test_manifest_path_outside_the_bundle_is_refused(capsys, bundle_copy, tmp_path):
+    m = json.loads((bundle_copy / "manifest.json").read_text())
+    m["tokenizer"]["path"] = "../../etc/passwd"
+    (bundle_copy / "manifest.json").write_text(json.dumps(m))
+    for cmd in (["run", str(bundle_copy), "--prompt", "hi"], ["verify", str(bundle_copy)]):
+        code, _, err = run_cli(capsys, *cmd)
+        assert_one_line_error(code, err, "leaves the bundle folder")
+
+
+def test_manifest_against_the_schema(capsys, bundle_copy):
+    m = json.loads((bundle_copy / "manifest.json").read_text())
+    m["max_seq_len"] = -5
+    (bundle_copy / "manifest.json").write_text(json.dumps(m))
+    code, _, err = run_cli(capsys, "run", str(bundle_copy), "--prompt", "hi")
+    assert_one_line_error(code, err, "does not match the bundle schema at max_seq_len")
+
+
+# ---------------------------------------------------------------------------- prompt beyond the context
+
+
+def test_prompt_longer_than_the_context(capsys, onnx_bundle, tiny_hf):
+    """Refused with one line naming --max-seq-len, by the ONNX runner and the reference (the
+    ExecuTorch runner: tests/targets/executorch)."""
+    long = "the lazy dog sleeps in the sun " * 40
+    code, _, err = run_cli(capsys, "run", str(onnx_bundle), "--prompt", long)
+    assert_one_line_error(code, err, "holds 64 positions", "--max-seq-len")
+    code, _, err = run_cli(capsys, "run", str(tiny_hf), "--prompt", long * 3)
+    assert_one_line_error(code, err, "positions", "--max-seq-len")

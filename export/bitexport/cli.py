@@ -129,9 +129,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from bitexport.bundle.verify import format_report, verify_bundle
 
-    report = verify_bundle(args.bundle, args.model, args.max_new_tokens)
+    if args.max_new_tokens < 1:
+        raise InputError("--max-new-tokens must be at least 1")
+    report = verify_bundle(args.bundle, args.model, args.max_new_tokens, args.allow_no_reference)
     print(format_report(report))
-    return 0 if report.ok else 1
+    return report.exit_code
 
 
 def _cmd_make_tiny(args: argparse.Namespace) -> int:
@@ -191,10 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print tokens, text and tokens/s as JSON")
     r.set_defaults(func=_cmd_run)
 
-    v = sub.add_parser("verify", help="check a bundle's hashes and its artifacts' tokens against the PyTorch reference")
+    v = sub.add_parser("verify", help="check a bundle's hashes and score its artifacts' tokens, logits and perplexity under the PyTorch reference (exit 1: FAILED or not compared)")
     v.add_argument("bundle", metavar="BUNDLE")
     v.add_argument("--model", help="source model folder (default: the path recorded in the manifest)")
     v.add_argument("--max-new-tokens", "-n", type=int, default=32, help="greedy tokens to compare (default 32)")
+    v.add_argument("--allow-no-reference", action="store_true",
+                   help="exit 0 when the source model is missing (tokens are then reported 'not compared')")
     v.set_defaults(func=_cmd_verify)
 
     t = sub.add_parser("make-tiny", help="write a tiny random checkpoint to try the pipeline on")

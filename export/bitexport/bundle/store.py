@@ -21,6 +21,8 @@ from bitexport import __version__
 from bitexport.errors import BundleError
 
 MANIFEST = "manifest.json"
+SCHEMA = Path(__file__).with_name("manifest.schema.json")
+HASH_BEFORE_RUN_LIMIT = 64 << 20  # bytes: `run` hashes files up to this size before loading them
 FORMAT = "bitexport-bundle"
 FORMAT_VERSION = 1
 
@@ -171,18 +173,41 @@ class Bundle:
     def max_seq_len(self) -> int:
         return int(self.manifest["max_seq_len"])
 
+    def files(self) -> list[tuple[str, int, str]]:
+        """(relative path, bytes, sha256) of every artifact and the tokenizer, as the manifest records them."""
+        out = [(a.path, a.bytes, a.sha256) for a in self.artifacts]
+        t = self.manifest["tokenizer"]
+        return out + [(t["path"], t["bytes"], t["sha256"])]
+
     def hash_problems(self) -> list[str]:
         """Files whose size or sha256 differ from the manifest (empty when all agree)."""
         problems = []
-        entries = [(a.path, a.sha256) for a in self.artifacts]
-        entries.append((self.manifest["tokenizer"]["path"], self.manifest["tokenizer"]["sha256"]))
-        for rel, digest in entries:
+        for rel, size, digest in self.files():
             p = self.path / rel
             if not p.exists():
                 problems.append(f"{rel}: missing")
+            elif size_of(p) != size:
+                problems.append(f"{rel}: {size_of(p)} bytes, the manifest says {size} (truncated or changed)")
             elif sha256_of(p) != digest:
                 problems.append(f"{rel}: sha256 differs from the manifest (file changed or corrupt)")
         return problems
+
+    def check_before_loading(self, hash_limit: int = HASH_BEFORE_RUN_LIMIT) -> None:
+        """What `run` does before handing a file to a runtime (whose loaders may crash on damaged
+        input rather than raise): every size, and the sha256 of files small enough to hash in well
+        under a second; one BundleError naming the file and the fix."""
+        for rel, size, digest in self.files():
+            p = self.path / rel
+            actual = size_of(p) if p.exists() else None
+            if actual is None:
+                problem = "missing"
+            elif actual != size:
+                problem = f"{actual} bytes, the manifest says {size} (truncated or changed)"
+            elif size <= hash_limit and sha256_of(p) != digest:
+                problem = "sha256 differs from the manifest (changed or corrupt)"
+            else:
+                continue
+            raise BundleError(f"{self.path}: {rel}: {problem}; copy the bundle again or export it again")
 
 
 def is_bundle(path: Path) -> bool:
@@ -205,7 +230,37 @@ def read_bundle(path: str | Path) -> Bundle:
         raise BundleError(
             f"{m}: bundle format version {version} is not {FORMAT_VERSION}; export it again with this bitexport"
         )
-    for key in ("artifacts", "tokenizer", "max_seq_len", "target"):
-        if key not in manifest:
-            raise BundleError(f"{m}: field {key!r} is missing; export the bundle again")
-    return Bundle(p, manifest)
+    _validate(manifest, m)
+    bundle = Bundle(p, manifest)
+    for rel in [a.path for a in bundle.artifacts] + [manifest["tokenizer"]["path"]]:
+        confine(p, rel, m)
+    return bundle
+
+
+def _validate(manifest: dict, where: Path) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
+    error = jsonschema.exceptions.best_match(validator.iter_errors(manifest))
+    if error is not None:
+        at = "/".join(map(str, error.absolute_path)) or "(top level)"
+        raise BundleError(f"{where}: does not match the bundle schema at {at}: {error.message}; export the bundle again")
+
+
+def confine(bundle: Path, rel: str, where: Path) -> Path:
+    """`bundle / rel`, refused unless it stays inside the bundle folder: no absolute path, no
+    `..`, no symlink (of the file, or inside a folder artifact) that resolves outside it. A bundle
+    is data from elsewhere; run and verify must not be made to read or hash other files."""
+    rp = Path(rel)
+    if rp.is_absolute() or ".." in rp.parts or rel in ("", "."):
+        raise BundleError(f"{where}: path {rel!r} leaves the bundle folder; a bundle names its files relative to itself: export it again")
+    root = bundle.resolve()
+    target = bundle / rp
+    inside = [target] + (sorted(target.rglob("*")) if target.is_dir() and not target.is_symlink() else [])
+    for f in inside:
+        if f.is_symlink() or f == target:
+            resolved = f.resolve()
+            if resolved != root and root not in resolved.parents:
+                raise BundleError(f"{where}: {f.relative_to(bundle)} points outside the bundle folder (to {resolved}); "
+                                  "copy the real files into the bundle or export it again")
+    return target

@@ -1,8 +1,11 @@
-"""What every runner gives: greedy tokens and prefill/decode timings, on a thread count."""
+"""What every runner gives: greedy tokens and prefill/decode timings, on a thread count; and what
+some runners also give cheaply: the logits behind each token (`LogitsRunner`)."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+import numpy as np
 
 from bitexport.runtime.generate import Generation, GenerationStats
 
@@ -18,4 +21,24 @@ class Runner(Protocol):
         """Use `n` CPU threads from the next call on."""
 
 
-__all__ = ["Generation", "GenerationStats", "Runner"]
+@runtime_checkable
+class LogitsRunner(Protocol):
+    """A runner that can show its logits (verify's logit deviation and perplexity need them)."""
+
+    def next_token_logits(self, prompt_ids: list[int], continuation: list[int]) -> np.ndarray:
+        """float32 [len(continuation) + 1, V]: row i holds the logits after prompt_ids +
+        continuation[:i], i.e. the scores of the token that follows (teacher-forced)."""
+
+
+def check_fits(n_tokens: int, max_seq_len: int, what: str) -> None:
+    """Refuse a sequence longer than the KV cache with one line naming the fix (every runner)."""
+    from bitexport.errors import InputError
+
+    if n_tokens >= max_seq_len:
+        raise InputError(
+            f"the prompt has {n_tokens} tokens; {what} holds {max_seq_len} positions (prompt + new tokens): "
+            "shorten the prompt or export with a larger --max-seq-len"
+        )
+
+
+__all__ = ["Generation", "GenerationStats", "LogitsRunner", "Runner", "check_fits"]

@@ -22,6 +22,8 @@ def open_runner(
         from bitexport.targets import get_target
 
         bundle = read_bundle(path)
+        # runtimes' loaders can crash on a damaged file instead of raising: check it first
+        bundle.check_before_loading()
         candidates = bundle.artifacts if artifact is None else [bundle.artifacts[artifact]]
         why: list[tuple[str, EnvironmentProblem]] = []
         for a in candidates:

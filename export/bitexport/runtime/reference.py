@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from bitexport.formats import LoadedModel
+from bitexport.runtime.base import check_fits
 from bitexport.runtime.generate import Generation, greedy_generate
 
 
@@ -25,4 +27,19 @@ class ReferenceRunner:
         torch.set_num_threads(n)
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
+        check_fits(len(prompt_ids), self.max_seq_len, "the model, as loaded,")
         return greedy_generate(self.loaded.model, prompt_ids, max_new_tokens, self.loaded.config.eos_token_ids)
+
+    @torch.no_grad()
+    def next_token_logits(self, prompt_ids: list[int], continuation: list[int]) -> np.ndarray:
+        tokens = list(prompt_ids) + list(continuation)
+        check_fits(len(tokens), self.max_seq_len + 1, "the model, as loaded,")
+        model = self.loaded.model
+        last_only, model.last_logits_only = model.last_logits_only, False
+        try:
+            model.reset_cache()
+            logits = model(torch.tensor([tokens]), torch.tensor([0]))[0]
+        finally:
+            model.last_logits_only = last_only
+            model.reset_cache()
+        return logits[len(prompt_ids) - 1 :].float().numpy()

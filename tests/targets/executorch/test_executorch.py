@@ -70,9 +70,26 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     )
 
 
+def _only_whole_utf8_tokens(folder):
+    """Zero the (tied) embedding rows of tokens that are not valid UTF-8 on their own (byte-level
+    BPE pieces of single high bytes): their logits become 0 and random models never pick them,
+    so ExecuTorch's TextLLMRunner, whose token callback decodes each piece to a Python str, can
+    hand every generated piece over and its text can be compared with the reference's."""
+    from safetensors.torch import load_file, save_file
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    partial = [i for i in range(tok.get_vocab_size()) if "\ufffd" in tok.decode([i])]
+    tensors = load_file(str(folder / "model.safetensors"))
+    tensors["model.embed_tokens.weight"][partial] = 0
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    return folder
+
+
 @pytest.fixture(scope="module")
 def hf_model(tmp_path_factory):
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("et") / "hf", "hf-bitnet", seed=1, **SHAPE)
+    folder = make_tiny_checkpoint(tmp_path_factory.mktemp("et") / "hf", "hf-bitnet", seed=1, **SHAPE)
+    return _only_whole_utf8_tokens(folder)
 
 
 @pytest.fixture(scope="module")
@@ -230,21 +247,38 @@ def test_pte_follows_llm_runner_contract(android_bundle):
     assert "forward" in s.methods
 
 
-def test_text_llm_runner_loads_and_generates(android_bundle):
+def test_text_llm_runner_text_is_the_references(android_bundle, hf_model):
     """ExecuTorch's own C++ LLM runner (what LlmModule / TextRunner wrap) reads the metadata,
-    prefills and decodes. Its token callback cannot be used: byte-level BPE pieces of a random
-    model are not valid UTF-8 one at a time, which the binding cannot hand to Python."""
+    tokenizes with its own tokenizer.json reader, prefills and decodes greedily: its text is the
+    PyTorch reference's greedy text for the same prompt (hf_model keeps only tokens whose pieces
+    are whole UTF-8, which the binding's str callback needs)."""
+    from tokenizers import Tokenizer
+
+    prompt, n = "The quick brown fox", 12  # a prompt on which this random model's text varies
+    tok = Tokenizer.from_file(str(android_bundle.tokenizer_path))
+    want_ids = greedy_generate(_reference(hf_model), tok.encode(prompt).ids, n).tokens
+    want = tok.decode(want_ids)
+
+    pieces, stats = _text_llm_runner(android_bundle.path, android_bundle, prompt, n)
+    print(f"TextLLMRunner: {''.join(pieces)!r}; reference: {want!r}")
+    # one piece a token; its stats count the decode steps after the prefill's token
+    assert stats[-1].num_prompt_tokens == len(tok.encode(prompt).ids) and len(pieces) == n
+    assert len(set(want_ids)) > 2  # varied text, not one token repeated
+    assert "".join(pieces) == want
+
+
+def _text_llm_runner(folder, bundle, prompt: str, n: int) -> tuple[list[str], list]:
     from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
 
     from bitexport.targets.executorch.runner import load_runtime_kernels
 
-    [a] = android_bundle.artifacts
+    [a] = bundle.artifacts
     load_runtime_kernels(a.details["custom_kernels"])
-    runner = TextLLMRunner(str(android_bundle.path / a.path), str(android_bundle.tokenizer_path))
-    stats = []
-    runner.generate("ROMEO: But soft", GenerationConfig(echo=False, max_new_tokens=8, temperature=0.0),
-                    stats_callback=stats.append)
-    assert stats and stats[-1].num_prompt_tokens > 0 and stats[-1].num_generated_tokens >= 1
+    runner = TextLLMRunner(str(folder / a.path), str(folder / "tokenizer.json"))
+    pieces, stats = [], []
+    runner.generate(prompt, GenerationConfig(echo=False, max_new_tokens=n, temperature=0.0),
+                    token_callback=pieces.append, stats_callback=stats.append)
+    return pieces, stats
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -258,7 +292,8 @@ def test_cli_run_verify_inspect(android_bundle, capsys):
 
     assert cli_main(["verify", path]) == 0
     out = capsys.readouterr().out
-    assert "32/32 greedy tokens agree" in out and "verify: ok" in out
+    assert "steps checked 32; argmax 32; near-ties accepted 0" in out and out.strip().endswith("verify: ok")
+    assert "tolerance: token 0.02, logits 0.02" in out and "perplexity on the held text (128 tokens)" in out
 
     assert cli_main(["inspect", path, "--json"]) == 0
     [art] = json.loads(capsys.readouterr().out)["artifacts"]
@@ -272,6 +307,101 @@ def test_tq2_bundle_without_kernel_library_is_a_one_line_error(android_bundle):
     err = r.stderr.strip()
     assert err.startswith("bitexport: error: this .pte needs bitexport's tq2 kernels") and "\n" not in err
     assert "BITEXPORT_KERNELS_LIB" in err and "Traceback" not in r.stderr
+
+
+def _broken_copy(bundle, tmp_path, hf_model, edit) -> str:
+    """A copy of the bundle whose .pte has `edit(bytes, packed, scale)` applied to every tq2
+    layer's constants (found in the file by their bytes, from the same lowering in eager mode),
+    resealed in the manifest so that only what the .pte computes can tell."""
+    import shutil
+
+    from bitexport.bundle.store import sha256_of
+    from bitexport.targets.executorch.passes.tq2 import Tq2Linear
+    from bitexport.targets.executorch.target import lower_decoder
+
+    out = tmp_path / "broken"
+    shutil.copytree(bundle.path, out)
+    [a] = bundle.artifacts
+    pte = out / a.path
+    data = bytearray(pte.read_bytes())
+    module = lower_decoder(load_model(hf_model, MAX_SEQ), ExecutorchConfig(head="fp32"))
+    layers = [m for m in module.modules() if isinstance(m, Tq2Linear)]
+    assert layers
+    for m in layers:
+        for buf, new in edit(m.packed_weight.numpy(), m.weight_scale.numpy()):
+            old = buf.tobytes()
+            assert data.count(old) == 1
+            at = data.find(old)
+            data[at : at + len(old)] = new.tobytes()
+    pte.write_bytes(bytes(data))
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["artifacts"][0]["sha256"] = sha256_of(pte)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return str(out)
+
+
+def _reverse_2bit_fields(packed, scale):
+    import numpy as np
+
+    f = [(packed >> s) & 3 for s in (0, 2, 4, 6)]
+    return [(packed, (f[3] | f[2] << 2 | f[1] << 4 | f[0] << 6).astype(np.uint8))]
+
+
+def _other_scale_convention(packed, scale):
+    return [(scale, (1.0 / scale).astype(scale.dtype))]  # codes / s where the model means codes x s
+
+
+@pytest.mark.parametrize("edit", [_reverse_2bit_fields, _other_scale_convention], ids=["packing-order", "scale-convention"])
+def test_broken_pte_fails_verify(android_bundle, hf_model, tmp_path, capsys, edit):
+    broken = _broken_copy(android_bundle, tmp_path, hf_model, edit)
+    assert cli_main(["verify", broken]) == 1
+    out = capsys.readouterr().out
+    print(out)
+    assert "hashes: ok" in out and "logits differ by up to" in out and out.strip().endswith("verify: FAILED")
+    if edit is _reverse_2bit_fields:  # and the TextLLMRunner comparison catches it too
+        from pathlib import Path
+
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(android_bundle.tokenizer_path))
+        prompt = "The quick brown fox"
+        want = tok.decode(greedy_generate(_reference(hf_model), tok.encode(prompt).ids, 12).tokens)
+        try:
+            text = "".join(_text_llm_runner(Path(broken), android_bundle, prompt, 12)[0])
+        except UnicodeDecodeError:  # the broken model picked a partial UTF-8 piece: differs too
+            text = None
+        assert text != want
+
+
+def test_damaged_pte_is_one_line(android_bundle, tmp_path):
+    """Truncated or flipped, the .pte never reaches ExecuTorch's loader: size and sha256 first."""
+    import shutil
+
+    for damage in ("truncate", "flip"):
+        out = tmp_path / damage
+        shutil.copytree(android_bundle.path, out)
+        pte = out / android_bundle.artifacts[0].path
+        data = bytearray(pte.read_bytes())
+        if damage == "truncate":
+            data = data[: len(data) // 2]
+        else:
+            data[len(data) // 2 : len(data) // 2 + 256] = bytes(256)
+        pte.write_bytes(bytes(data))
+        r = _cli("run", str(out), "-n", "2")
+        err = r.stderr.strip()
+        assert r.returncode == 2 and "\n" not in err and "Traceback" not in r.stderr, r.stderr
+        assert err.startswith("bitexport: error: ") and pte.name in err and "export it again" in err
+
+
+def test_prompt_beyond_the_pte_context_is_one_line(android_bundle, capsys):
+    from bitexport.errors import InputError
+    from bitexport.targets.executorch.runner import ExecutorchRunner
+
+    runner = ExecutorchRunner.for_artifact(android_bundle, android_bundle.artifacts[0])
+    with pytest.raises(InputError, match="holds 128 positions.*--max-seq-len"):
+        runner.generate(list(range(5, 5 + MAX_SEQ)), 4)
+    with pytest.raises(InputError, match="--max-seq-len"):
+        runner.next_token_logits(list(range(5, 100)), list(range(5, 100)))
 
 
 # ---------------------------------------------------------------------------- int4 .pte

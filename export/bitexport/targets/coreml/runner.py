@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from bitexport.errors import BundleError, EnvironmentProblem, require
+from bitexport.runtime.base import check_fits
 from bitexport.runtime.generate import Generation, timed_greedy
 
 COREMLTOOLS_PIN = "coremltools==9.0"  # what pyproject.toml pins
@@ -48,6 +49,7 @@ class CoreMLRunner:
         return int(np.asarray(out["logits"]).reshape(-1).argmax())
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
+        check_fits(len(prompt_ids), self.max_seq_len, "this Core ML model's KV cache")
         state = self.model.make_state()
 
         def step(tokens: list[int], pos: int) -> int:

@@ -18,10 +18,12 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from bitexport.bundle.store import Artifact, Bundle
 from bitexport.errors import BundleError, EnvironmentProblem, InputError
+from bitexport.runtime.base import check_fits
 from bitexport.runtime.generate import Generation, timed_greedy
 from bitexport.targets.executorch.kernels import TQ2, load_runtime_kernels
 
@@ -124,14 +126,22 @@ class ExecutorchRunner:
         """One forward call: logits [1, V] of the last of `tokens` placed at `pos` (for tests)."""
         return self._forward.execute([torch.tensor([tokens], dtype=torch.long), torch.tensor([pos], dtype=torch.long)])[0]
 
+    def next_token_logits(self, prompt_ids: list[int], continuation: list[int]) -> "np.ndarray":
+        """The LLM-runner loop with every step's logits kept: the prompt in one call, then one
+        token a call, as `generate` runs it (so these are the logits its picks came from)."""
+        check_fits(len(prompt_ids) + len(continuation), self.max_seq_len + 1, "this .pte")
+        # the output buffer is planned memory that the next call overwrites: copy each row out
+        rows = [self.logits(list(prompt_ids), 0).reshape(-1).float().numpy().copy()]
+        pos = len(prompt_ids)
+        for t in continuation:
+            rows.append(self.logits([int(t)], pos).reshape(-1).float().numpy().copy())
+            pos += 1
+        return np.stack(rows)
+
     def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
         if not prompt_ids:
             raise InputError("the prompt is empty")
-        if len(prompt_ids) >= self.max_seq_len:
-            raise InputError(
-                f"the prompt has {len(prompt_ids)} tokens; this .pte holds {self.max_seq_len} positions: "
-                "shorten the prompt or export with a larger --max-seq-len"
-            )
+        check_fits(len(prompt_ids), self.max_seq_len, "this .pte")
         # positions >= start_pos + n are never read (causal SDPA from start_pos), so a new prompt
         # at position 0 needs no cache reset
         return timed_greedy(self._step, prompt_ids, max_new_tokens, self.max_seq_len, self.eos_ids)

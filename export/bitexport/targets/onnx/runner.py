@@ -7,8 +7,13 @@ import json
 import time
 from pathlib import Path
 
-from bitexport.errors import BundleError, require
+import numpy as np
+
+from bitexport.errors import BundleError, InputError, require
+from bitexport.runtime.base import check_fits
 from bitexport.runtime.generate import Generation, GenerationStats
+
+MODEL_FILE = "model.onnx"
 
 
 class OnnxGenaiRunner:
@@ -32,10 +37,13 @@ class OnnxGenaiRunner:
         self.eos_ids = () if ignore_eos else tuple(eos_ids)
         self.ignore_eos = ignore_eos
         self._og = og
+        self._session = None  # a plain onnxruntime session, made on the first next_token_logits
+        self._threads = threads
         self.set_threads(threads)
 
     def set_threads(self, threads: int | None) -> None:
         """ORT intra-op threads (None: ORT's default); a session option, so the model is reloaded."""
+        self._threads = threads
         config = self._og.Config(str(self.folder))
         if threads:
             config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": int(threads)}}}}))
@@ -47,7 +55,8 @@ class OnnxGenaiRunner:
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
         if not prompt_ids:
-            raise ValueError("the prompt is empty")
+            raise InputError("the prompt is empty")
+        check_fits(len(prompt_ids), self.max_seq_len, "this ONNX model's KV cache")
         budget = min(max_new_tokens, self.max_seq_len - len(prompt_ids))
         stats = GenerationStats(prompt_tokens=len(prompt_ids))
         out: list[int] = []
@@ -72,3 +81,39 @@ class OnnxGenaiRunner:
         stats.decode_s = time.perf_counter() - t0
         stats.new_tokens = len(out)
         return Generation(out, stats)
+
+    def next_token_logits(self, prompt_ids: list[int], continuation: list[int]) -> np.ndarray:
+        """The same model.onnx through a plain onnxruntime.InferenceSession (genai hides the
+        logits): the prompt in one call, then one token a call on the session's own KV cache, as
+        genai runs it. The graph outputs the last position's logits only, hence one call a token."""
+        import onnxruntime as ort
+
+        check_fits(len(prompt_ids) + len(continuation), self.max_seq_len + 1, "this ONNX model's KV cache")
+        if self._session is None:
+            so = ort.SessionOptions()
+            if self._threads:
+                so.intra_op_num_threads = int(self._threads)
+            try:
+                self._session = ort.InferenceSession(str(self.folder / MODEL_FILE), so, providers=["CPUExecutionProvider"])
+            except Exception as e:  # ORT raises its own exception types for every load failure
+                raise BundleError(f"{self.folder / MODEL_FILE}: onnxruntime cannot load it ({str(e).splitlines()[0]}); export the bundle again") from None
+        sess = self._session
+        outputs = [o.name for o in sess.get_outputs()]
+        feeds = {}
+        for i in sess.get_inputs():
+            if i.name.startswith("past_key_values."):
+                _, kv_heads, _, head_dim = i.shape  # [batch, kv_heads, past, head_dim]: static but past
+                feeds[i.name] = np.zeros((1, kv_heads, 0, head_dim), np.float32)
+        rows, ids, pos = [], list(prompt_ids), 0
+        for step in range(len(continuation) + 1):
+            feeds["input_ids"] = np.array([ids], np.int64)
+            feeds["attention_mask"] = np.ones((1, pos + len(ids)), np.int64)
+            out = dict(zip(outputs, sess.run(None, feeds)))
+            rows.append(out["logits"].reshape(-1, out["logits"].shape[-1])[-1])
+            for name in out:
+                if name.startswith("present."):
+                    feeds["past_key_values." + name[len("present."):]] = out[name]
+            pos += len(ids)
+            if step < len(continuation):
+                ids = [int(continuation[step])]
+        return np.stack(rows).astype(np.float32)
