@@ -296,7 +296,7 @@ def test_model_ort_cannot_serve_fails_before_writing(tmp_path):
 def test_unsupported_options_are_refused():
     with pytest.raises(TargetError, match="--accuracy-level 2 is not available for target onnx"):
         OnnxConfig(accuracy_level=2)
-    with pytest.raises(TargetError, match="--head int8 is not available for target onnx"):
-        OnnxConfig(head="int8")
+    with pytest.raises(TargetError, match="--head int2 is not available for target onnx"):
+        OnnxConfig(head="int2")
     with pytest.raises(TargetError, match="--embedding int2 is not available for target onnx"):
         OnnxConfig(embedding="int2")
