@@ -15,6 +15,7 @@ perplexity is then large for every variant; what is compared is the difference f
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -161,9 +162,52 @@ def attach(records: Iterable, results: dict[str, dict]) -> None:
             continue
         if ref and "perplexity" in q and "perplexity" in ref:
             q["vs_reference"] = relative_difference(q["perplexity"], ref["perplexity"])
-        rec.values.setdefault("details", {})
         rec.values["quality"] = q
 
 
+def is_demo_model(model: str | Path | None) -> bool:
+    from bitexport.cli import DEMO_MODEL
+
+    return model is not None and Path(model).resolve() == DEMO_MODEL.resolve()
+
+
+def suite_quality(records: list, opts, model_path: Path, cfg, work: Path, progress: Callable[[str], None]) -> dict | None:
+    """The benchmark's quality step: every ok variant but llama.cpp's scored in a worker process of
+    its own on the same tokens; results (and the difference from the reference) go into the records.
+    Runs when opts.quality is set, or when it is None and MODEL is the demo model."""
+    from bitexport.bench import proc
+
+    wanted = opts.quality if opts.quality is not None else is_demo_model(opts.model)
+    if not wanted:
+        return None
+    window = opts.prompt_len + opts.new_tokens  # the exports' KV length
+    if is_demo_model(opts.model):
+        tokens, chars = demo_validation_tokens(Path(model_path) / "tokenizer.json", max_tokens=opts.quality_tokens)
+        text = f"the demo model's validation split (first {len(tokens)} tokens, {chars} characters)"
+    else:
+        tokens, chars = random_tokens(cfg.vocab_size, opts.quality_tokens, opts.seed), None
+        text = f"{len(tokens)} random token ids (seed {opts.seed}): no text fits a random-weight model"
+    path = work / "quality-tokens.json"
+    path.write_text(json.dumps(tokens))
+    progress(f"quality: teacher-forced perplexity on {text}, windows of {window}")
+    results: dict[str, dict] = {}
+    for rec in records:
+        v = rec.variant
+        if rec.status != "ok" or v.kind == "llamacpp":
+            continue
+        args = ["quality", "--tokens", str(path), "--window", str(window), "--threads", str(opts.threads)]
+        args += ["--model", str(model_path)] if v.kind == "reference" else ["--bundle", rec.bundle, "--artifact", str(rec.artifact)]
+        rc, result, err, _, _ = proc.worker(args, proc.MEASURE_TIMEOUT_S)
+        if rc != 0:
+            results[v.key] = {"error": proc.child_error(err, rc)}
+            progress(f"  quality {v.key}: {results[v.key]['error']}")
+            continue
+        result["characters"] = chars
+        results[v.key] = result
+        progress(f"  quality {v.key}: perplexity {result['perplexity']:.4f} ({result['quality_s']:.0f} s)")
+    attach(records, results)
+    return {"text": text, "tokens": len(tokens), "characters": chars, "window": window}
+
+
 __all__ = ["Perplexity", "attach", "demo_validation_tokens", "executorch_step", "onnx_step", "perplexity",
-           "random_tokens", "reference_logits", "relative_difference", "stepwise", "windows"]
+           "random_tokens", "reference_logits", "relative_difference", "stepwise", "suite_quality", "windows"]
