@@ -37,6 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--phone-model", action="store_true",
                    help="print and write the phone performance MODEL (phone-model.md/.json in --out: predicted, "
                    "not measured, decode/prefill tokens/s on named phones) instead of measuring this machine")
+    b.add_argument("--quality", action=argparse.BooleanOptionalAction, default=None,
+                   help="teacher-forced perplexity of every variant and its difference from the reference "
+                   "(default: on when MODEL is the demo model, scored on its validation split)")
+    b.add_argument("--quality-tokens", type=int, default=4096, help="tokens the perplexity scores (default 4096)")
     b.set_defaults(func=run)
 
 
@@ -52,6 +56,8 @@ def _command(args: argparse.Namespace) -> str:
         parts += ["--variants", args.variants]
     if (args.prompt_len, args.new_tokens) != (128, 128):
         parts += ["--prompt-len", str(args.prompt_len), "--new-tokens", str(args.new_tokens)]
+    if args.quality is not None:
+        parts.append("--quality" if args.quality else "--no-quality")
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -80,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         out=Path(args.out), model=args.model, shape=args.shape, threads=args.threads, repeats=args.repeats,
         variants=variants, with_llama_cpp=args.with_llama_cpp, prompt_len=args.prompt_len,
         new_tokens=args.new_tokens, keep_work=args.keep_work, max_wait_quiet_s=args.max_wait_quiet,
+        quality=args.quality, quality_tokens=args.quality_tokens,
         command=_command(args),
     )
     report = run_suite(opts)

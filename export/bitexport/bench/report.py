@@ -30,6 +30,13 @@ def _agreement(a: dict | None) -> str:
     return f"{a['common_prefix']}/{a['of']}"
 
 
+def _quality(q: dict | None) -> str:
+    if not q or "perplexity" not in q:
+        return "-"
+    diff = q.get("vs_reference")
+    return f"{q['perplexity']:.3f}" + ("" if diff is None else f" ({100 * diff:+.2f} %)")
+
+
 def markdown(report: dict) -> str:
     m, s, model = report["machine"], report["settings"], report["model"]
     band = report["bandwidth"]
@@ -46,8 +53,9 @@ def markdown(report: dict) -> str:
         f"- Command: `{report['command']}`" if report.get("command") else "",
         "",
         "| variant | file MB | bits / ternary weight | prefill tok/s | decode tok/s | decode vs llama.cpp TQ2_0 "
-        "| decode vs fp32 | roofline share | peak RSS MB | export s | export peak MB | greedy agreement |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| decode vs fp32 | roofline share | peak RSS MB | export s | export peak MB | greedy agreement "
+        "| perplexity (vs reference) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     skipped = []
     for v in report["variants"]:
@@ -62,13 +70,15 @@ def markdown(report: dict) -> str:
             f"| {_ratio(r.get('decode_vs_llamacpp_tq2_0'))} | {_ratio(r.get('decode_vs_fp32'))} "
             f"| {_num(v['roofline_share'] and 100 * v['roofline_share'], '{:.0f} %')} | {_num(rss, '{:.0f}')} "
             f"| {_num(v['export_s'])} | {_num(v['export_peak_rss_bytes'] and v['export_peak_rss_bytes'] / MB, '{:.0f}')} "
-            f"| {_agreement(v['agreement'])} |"
+            f"| {_agreement(v['agreement'])} | {_quality(v.get('quality'))} |"
         )
     if skipped:
         lines += ["", "Not measured:", *skipped]
     lines += ["", "Notes:", *[f"- {n}" for n in report.get("notes", [])],
               "- decode vs fp32: against the fp32 export of the same runtime (ExecuTorch's for the others)",
               "- greedy agreement: tokens equal to the PyTorch reference's, counted from the first, over all new tokens",
+              *([f"- perplexity: teacher-forced on {report['quality']['text']}, windows of {report['quality']['window']} "
+                 "tokens; in brackets the difference from the PyTorch reference's"] if report.get("quality") else []),
               ""]
     return "\n".join(line for line in lines if line is not None)
 

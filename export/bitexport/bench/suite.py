@@ -45,6 +45,8 @@ class Variant:
     target: str | None = None
     weights: str | None = None  # --weights of the target, or the llama.cpp format
     head: str = "int4"
+    options: tuple[tuple[str, str], ...] = ()  # other config options, (name, CLI value)
+    extra: bool = False  # measured only when asked for by --variants (head formats, activation forms)
 
 
 VARIANTS: dict[str, Variant] = {v.key: v for v in (
@@ -56,8 +58,18 @@ VARIANTS: dict[str, Variant] = {v.key: v for v in (
     Variant("reference", "PyTorch reference (eager)", "reference", head="fp32"),
     Variant("llamacpp-tq2_0", "llama.cpp TQ2_0", "llamacpp", weights="tq2_0"),
     Variant("llamacpp-tq1_0", "llama.cpp TQ1_0", "llamacpp", weights="tq1_0"),
+    # issue 14: head formats and activation forms, side by side with the defaults above
+    Variant("et-tq2-head-int8", "ExecuTorch tq2, int8 head", "bundle", "executorch", "tq2", "int8", extra=True),
+    Variant("et-tq2-head-fp32", "ExecuTorch tq2, fp32 head", "bundle", "executorch", "tq2", "fp32", extra=True),
+    Variant("et-int4-exact", "ExecuTorch int4, exact activations", "bundle", "executorch", "int4", "int4",
+            (("int4_activations", "exact"),), extra=True),
+    Variant("onnx-tq2-head-int8", "ONNX 2-bit, int8 head", "bundle", "onnx", "tq2", "int8", extra=True),
+    Variant("onnx-tq2-head-fp16", "ONNX 2-bit, fp16 head", "bundle", "onnx", "tq2", "fp16", extra=True),
+    Variant("onnx-tq2-head-fp32", "ONNX 2-bit, fp32 head", "bundle", "onnx", "tq2", "fp32", extra=True),
+    Variant("onnx-tq2-block", "ONNX 2-bit, ORT block activations", "bundle", "onnx", "tq2", "int4",
+            (("activations", "block"),), extra=True),
 )}
-DEFAULT_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.kind != "llamacpp")
+DEFAULT_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.kind != "llamacpp" and not v.extra)
 LLAMACPP_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.kind == "llamacpp")
 
 # every variant's record carries every one of these (None where it does not apply or failed)
@@ -65,7 +77,7 @@ FIELDS = (
     "key", "label", "status", "reason", "runtime", "weight_format", "file_bytes", "bits_per_ternary_weight",
     "head_format", "export_s", "export_peak_rss_bytes", "prefill_tokens_per_s", "decode_tokens_per_s",
     "peak_rss_bytes", "new_tokens", "threads_applied", "agreement", "bytes_per_token", "roofline_tokens_per_s",
-    "roofline_share", "ratios", "details",
+    "roofline_share", "ratios", "quality", "details",
 )
 
 
@@ -86,6 +98,8 @@ class SuiteOptions:
     command: str = ""
     bandwidth_mb: int = bw.DEFAULT_BUFFER_MB  # tests shrink it; a real run must exceed the caches
     max_wait_quiet_s: float = 600.0  # before each measurement, wait this long at most for idle CPUs
+    quality: bool | None = None  # perplexity of every variant (None: when MODEL is the demo model)
+    quality_tokens: int = 4096  # tokens scored (bench/quality.py)
 
 
 @dataclass
@@ -190,6 +204,7 @@ def export_variant(rec: Record, model: Path, opts: SuiteOptions, work: Path) -> 
     out = work / "bundles" / v.key
     args = ["export", "--model", str(model), "--target", v.target, "--weights", v.weights, "--head", v.head,
             "--max-seq-len", str(opts.prompt_len + opts.new_tokens), "--out", str(out)]
+    args += [a for name, value in v.options for a in ("--option", f"{name}={value}")]
     rc, result, err, wall, rss = proc.worker(args, proc.EXPORT_TIMEOUT_S)
     if rc != 0:
         rec.fail("unavailable" if rc == 3 else "failed", proc.child_error(err, rc))
@@ -379,6 +394,10 @@ def run_suite(opts: SuiteOptions) -> dict:
             progress(f"rep {rep + 1}/{opts.repeats} {rec.variant.key}: prefill {res['prefill_tokens_per_s']:.1f} tok/s, "
                      f"decode {res['decode_tokens_per_s']:.1f} tok/s, peak {res['peak_rss_bytes'] / 1e6:.0f} MB")
 
+    from bitexport.bench.quality import suite_quality
+
+    quality_info = suite_quality(records, opts, model_path, cfg, work, progress)
+
     proc.wait_for_quiet(opts.max_wait_quiet_s)
     progress(f"measuring read bandwidth again ({opts.threads} threads)")
     band["end"] = [bw.measure_bandwidth(opts.threads, opts.bandwidth_mb).to_dict()]
@@ -412,6 +431,7 @@ def run_suite(opts: SuiteOptions) -> dict:
                      "variants": list(opts.variants), "seed": opts.seed},
         "bandwidth": band,
         "llama_cpp": {k: v for k, v in llama_info.items()} or None,
+        "quality": quality_info,
         "variants": [r.to_dict() for r in records],
         "notes": [
             "tokens/s: median over the repetitions (min and max beside it); each measurement in its own process; "

@@ -3,6 +3,7 @@
     python -m bitexport.bench.worker export  --model DIR --target T --weights W --head H --max-seq-len N --out BUNDLE
     python -m bitexport.bench.worker measure --bundle BUNDLE --artifact I --threads T --prompt FILE --new-tokens N
     python -m bitexport.bench.worker measure --model DIR --threads T --prompt FILE --new-tokens N --max-seq-len N
+    python -m bitexport.bench.worker quality --bundle BUNDLE --artifact I | --model DIR --tokens FILE --window N
 
 Every step runs in a process of its own so that its peak resident memory (the parent reads the
 child's ru_maxrss) is that step's alone. The result is one JSON line on stdout; a failure the user
@@ -33,7 +34,15 @@ def _export(args: argparse.Namespace) -> dict:
     from bitexport.api import export
     from bitexport.targets import config_class
 
-    config = config_class(args.target)(weights=args.weights, head=args.head)
+    import dataclasses
+
+    cls = config_class(args.target)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    extra = {}
+    for item in args.option:  # NAME=VALUE, parsed as the CLI parses that option
+        name, _, value = item.partition("=")
+        extra[name] = fields[name].metadata.get("parse", str)(value)
+    config = cls(weights=args.weights, head=args.head, **extra)
     t0 = time.perf_counter()
     bundle = export(args.model, args.target, args.out, config=config, max_seq_len=args.max_seq_len, force=True)
     wall = time.perf_counter() - t0
@@ -73,6 +82,34 @@ def _measure(args: argparse.Namespace) -> dict:
     }
 
 
+def _quality(args: argparse.Namespace) -> dict:
+    """Teacher-forced perplexity of one variant on the token ids in --tokens (bench/quality.py)."""
+    from bitexport.bench import quality as Q
+
+    tokens = json.loads(Path(args.tokens).read_text())
+    if args.bundle:
+        from bitexport.bundle.store import read_bundle
+
+        bundle = read_bundle(args.bundle)
+        artifact = bundle.artifacts[args.artifact]
+        if artifact.target == "onnx":
+            step = Q.onnx_step(bundle.path / artifact.details["model_file"], args.threads)
+        else:
+            runner, _ = make_runner(args)
+            step = Q.executorch_step(runner)
+        logits = Q.stepwise(step)
+    else:
+        from bitexport.formats import load_model
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        logits = Q.reference_logits(load_model(args.model, args.window).model)
+    t0 = time.perf_counter()
+    result = Q.perplexity(logits, tokens, args.window).to_dict()
+    return {**result, "quality_s": time.perf_counter() - t0}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bitexport.bench.worker")
     sub = p.add_subparsers(dest="step", required=True)
@@ -83,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--head", default="int4")
     e.add_argument("--max-seq-len", type=int, required=True)
     e.add_argument("--out", required=True)
+    e.add_argument("--option", action="append", default=[], help="another config option, NAME=VALUE")
     m = sub.add_parser("measure")
     m.add_argument("--bundle")
     m.add_argument("--artifact", type=int, default=0)
@@ -91,6 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--threads", type=int, default=None)
     m.add_argument("--prompt", required=True, help="JSON file with the prompt's token ids")
     m.add_argument("--new-tokens", type=int, required=True)
+    q = sub.add_parser("quality")
+    q.add_argument("--bundle")
+    q.add_argument("--artifact", type=int, default=0)
+    q.add_argument("--model")
+    q.add_argument("--threads", type=int, default=None)
+    q.add_argument("--tokens", required=True, help="JSON file with the token ids to score")
+    q.add_argument("--window", type=int, required=True, help="tokens per window (the KV length)")
     args = p.parse_args(argv)
     if getattr(args, "threads", None):
         # runtimes that size their pools from the environment (OpenMP, torch) follow it too
@@ -100,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     from bitexport.errors import BitexportError
 
     try:
-        result = _export(args) if args.step == "export" else _measure(args)
+        result = {"export": _export, "measure": _measure, "quality": _quality}[args.step](args)
     except BitexportError as e:  # anything else is a bug: its traceback goes to stderr
         print(str(e).splitlines()[0] if str(e) else type(e).__name__, file=sys.stderr)
         return UNAVAILABLE

@@ -20,7 +20,9 @@ class ExecutorchConfig(TargetConfig):
         "tq2", choices=("tq2", "int4", "fp32"),
         help="ternary layers: tq2 (bitexport's 2-bit kernels), int4 (XNNPACK, stock runtime), fp32 (baseline)",
     )
-    head: str = option("int4", choices=("int4", "fp32"), help="output head: int4 groups of 32, or fp32")
+    head: str = option(
+        "int4", choices=("int4", "int8", "fp32"), help="output head: int4 groups of 32, int8 per row, or fp32",
+    )
     embedding: str = option("fp32", choices=("fp32", "int8"), help="embedding table: fp32, or int8 per row")
     int4_group_size: int | None = option(
         None, parse=_group,

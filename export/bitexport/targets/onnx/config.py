@@ -15,15 +15,24 @@ class OnnxConfig(TargetConfig):
         "tq2", choices=("tq2", "int4", "fp32"),
         help="ternary layers: tq2 (MatMulNBits 2-bit), int4 (MatMulNBits 4-bit), fp32 (plain MatMul)",
     )
-    head: str = option("int4", choices=("int4", "fp32"), help="output head: int4 groups of 32, or fp32")
+    head: str = option(
+        "int4", choices=("int4", "int8", "fp16", "fp32"),
+        help="output head: int4 blocks of 32, int8 blocks of up to 256, fp16 (half the file, computed in fp32), fp32",
+    )
     embedding: str = option("fp32", choices=("fp32", "int4"), help="embedding table: fp32, or int4 groups of 32")
     accuracy_level: int = option(
         4, choices=(4, 0), parse=int,
         help="MatMulNBits accuracy level: 4 (int8 activations, ORT's fast path) or 0 (fp32, exact, ~100x slower)",
     )
+    activations: str = option(
+        "exact", choices=("exact", "block"),
+        help="with accuracy level 4: exact (BitNet's per-token int8, a sentinel input per K block) or "
+        "block (ORT requantizes per K block; logits move by ~1-2 %%)",
+    )
 
     @property
     def token_exact(self) -> bool:
         """Greedy tokens expected to equal the reference's (up to int8 rounding ties): not with
-        ORT's own int8 requantization (accuracy 4) or a lossy head or embedding."""
-        return self.accuracy_level == 0 and self.head == "fp32" and self.embedding == "fp32"
+        ORT's own per-block int8 requantization or a lossy head or embedding."""
+        exact_linears = self.accuracy_level == 0 or self.activations == "exact"
+        return exact_linears and self.head == "fp32" and self.embedding == "fp32"

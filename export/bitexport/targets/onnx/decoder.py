@@ -24,9 +24,8 @@ from bitexport.targets.onnx.ops import (
     add_rms_norm,
     embedding,
     head,
-    quantize_activations,
+    bitlinear,
     rms_norm,
-    ternary_linear,
 )
 from bitexport.model.bitlinear import BitLinear
 from bitexport.model.decoder import BitNetDecoder
@@ -46,7 +45,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 def _linear(g: Graph, x: str, lins: list[BitLinear], fmt: LinearFormat, name: str) -> str:
     parts = [(lin.codes.detach().cpu().numpy().astype(np.int8), float(lin.scale.reshape(-1)[0])) for lin in lins]
-    return ternary_linear(g, x, parts, fmt, name)
+    return bitlinear(g, x, parts, fmt, name)
 
 
 def build_decoder_graph(
@@ -75,9 +74,8 @@ def build_decoder_graph(
     for i, layer in enumerate(model.layers):
         p = f"layers.{i}"
         attn = layer.self_attn
-        xa = quantize_activations(g, h, f"{p}.self_attn/act_quant")
         # q, k and v as one packed [.., q + 2 kv] product, the packed-QKV form GQA reads directly
-        qkv = _linear(g, xa, [attn.q_proj, attn.k_proj, attn.v_proj], fmt, f"{p}.self_attn.qkv_proj")
+        qkv = _linear(g, h, [attn.q_proj, attn.k_proj, attn.v_proj], fmt, f"{p}.self_attn.qkv_proj")
         past_k = g.add_input(PAST_KEY % i, FLOAT, kv_shape)
         past_v = g.add_input(PAST_VALUE % i, FLOAT, kv_shape)
         a, pres_k, pres_v = g.node(
@@ -89,17 +87,16 @@ def build_decoder_graph(
         g.add_output(pres_v, FLOAT, present_shape)
         if attn.attn_sub_norm is not None:
             a = rms_norm(g, a, _np(attn.attn_sub_norm.weight), eps, f"{p}.self_attn.attn_sub_norm")
-        o = _linear(g, quantize_activations(g, a, f"{p}.self_attn.o_proj/act_quant"), [attn.o_proj], fmt, f"{p}.self_attn.o_proj")
+        o = _linear(g, a, [attn.o_proj], fmt, f"{p}.self_attn.o_proj")
         h, x = add_rms_norm(g, o, x, _np(layer.post_attention_layernorm.weight), eps, f"{p}.post_attention_layernorm")
 
         mlp = layer.mlp
-        xm = quantize_activations(g, h, f"{p}.mlp/act_quant")
-        gate_up = _linear(g, xm, [mlp.gate_proj, mlp.up_proj], fmt, f"{p}.mlp.gate_up_proj")
+        gate_up = _linear(g, h, [mlp.gate_proj, mlp.up_proj], fmt, f"{p}.mlp.gate_up_proj")
         gate, up = g.node("Split", [gate_up], f"{p}.mlp/split", n_out=2, axis=-1, num_outputs=2)
         m = g.op("Mul", [activation(g, gate, cfg.hidden_act, f"{p}.mlp.act"), up], f"{p}.mlp/gated")
         if mlp.ffn_sub_norm is not None:
             m = rms_norm(g, m, _np(mlp.ffn_sub_norm.weight), eps, f"{p}.mlp.ffn_sub_norm")
-        d = _linear(g, quantize_activations(g, m, f"{p}.mlp.down_proj/act_quant"), [mlp.down_proj], fmt, f"{p}.mlp.down_proj")
+        d = _linear(g, m, [mlp.down_proj], fmt, f"{p}.mlp.down_proj")
         last = i == len(model.layers) - 1
         norm_w = model.norm.weight if last else model.layers[i + 1].input_layernorm.weight
         h, x = add_rms_norm(g, d, x, _np(norm_w), eps, "norm" if last else f"layers.{i + 1}.input_layernorm")

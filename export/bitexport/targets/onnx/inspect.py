@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 from onnx import TensorProto
 
 from bitexport.targets.onnx.pack import FAST_BLOCK_SIZES
@@ -29,10 +30,12 @@ class LinearStorage:
     weight_bytes: int  # B (or the float weight)
     scale_bytes: int  # what the file stores for the scales (a scalar when expanded in-graph)
     zero_point_bytes: int
+    inputs: int | None = None  # the layer's own K where the node's K also holds sentinel inputs
 
     @property
     def weights(self) -> int:
-        return self.n * self.k
+        """Ternary weights the layer holds (sentinel columns of the exact form not counted)."""
+        return self.n * (self.inputs or self.k)
 
     @property
     def bits_per_weight(self) -> float:
@@ -94,9 +97,31 @@ def ternary_linears(model: onnx.ModelProto) -> list[LinearStorage]:
             LinearStorage(
                 node.name, "MatMulNBits", attrs["N"], attrs["K"], attrs["bits"], attrs["block_size"],
                 attrs.get("accuracy_level", 0), zp, _nbytes(inits[node.input[1]]), scale_bytes, zp_bytes,
+                _inputs_before_sentinels(node.input[0], inits, producers),
             )
         )
     return out
+
+
+def _inputs_before_sentinels(name: str, inits: dict, producers: dict) -> int | None:
+    """K of x before ops.insert_sentinels (Reshape <- Pad 127 <- Reshape [.., blocks, per] <- Pad K?),
+    or None for an input that is not in the sentinel layout."""
+    chain = []
+    for op in ("Reshape", "Pad", "Reshape"):
+        node = producers.get(name)
+        if node is None or node.op_type != op:
+            return None
+        chain.append(node)
+        name = node.input[0]
+    shape = inits.get(chain[2].input[1])
+    if shape is None:
+        return None
+    dims = onnx.numpy_helper.to_array(shape)
+    k = int(dims[-2]) * int(dims[-1])
+    pad_k = producers.get(name)
+    if pad_k is not None and pad_k.op_type == "Pad" and pad_k.input[1] in inits:
+        k -= int(onnx.numpy_helper.to_array(inits[pad_k.input[1]])[-1])
+    return k
 
 
 def ternary_bits_per_weight(linears: list[LinearStorage]) -> float:

@@ -19,6 +19,28 @@ import numpy as np
 # ORT's int8-activation (accuracy_level 4) 2-bit kernels exist for these block sizes only; 256
 # already falls back to the dequantizing path (measured: 11 ms instead of 0.07 ms for 1536x4096).
 FAST_BLOCK_SIZES = (128, 64, 32)
+# the activation fixed at the end of every K block by the exact-activations form (ops.py): ORT's
+# block scale absmax / 127 is then exactly 1 for any block of int8 codes in [-127, 127]
+SENTINEL = 127.0
+
+
+def sentinel_block_size(k: int) -> int:
+    """The fast block size whose sentinel layout (block_size - 1 inputs + 1 sentinel a block) adds
+    the fewest columns to K; ties go to the larger block (fewer scales, longer dot products)."""
+    return min(FAST_BLOCK_SIZES, key=lambda bs: (-(-k // (bs - 1)) * bs, -bs))
+
+
+def with_sentinel_columns(codes: np.ndarray, block_size: int) -> np.ndarray:
+    """Codes [N, K] -> [N, k_blocks * block_size] in the sentinel layout: each block holds
+    block_size - 1 codes (the last block zero-padded) and a zero code where the sentinel sits."""
+    n, k = codes.shape
+    per = block_size - 1
+    k_blocks = -(-k // per)
+    padded = np.zeros((n, k_blocks * per), dtype=codes.dtype)
+    padded[:, :k] = codes
+    out = np.zeros((n, k_blocks, block_size), dtype=codes.dtype)
+    out[:, :, :per] = padded.reshape(n, k_blocks, per)
+    return out.reshape(n, -1)
 
 
 def block_size_for(k: int) -> int:
@@ -83,6 +105,20 @@ def quantize_int4_blockwise(w: np.ndarray, block_size: int) -> tuple[np.ndarray,
     safe = np.where(scales == 0, 1.0, scales)[..., None]
     q = np.clip(np.rint(blocks / safe), -8, 7).astype(np.int16) + 8
     return pack_bits(q.reshape(n, -1).astype(np.uint8), 4, block_size), scales
+
+
+def quantize_int8_blockwise(w: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric 8-bit blockwise quantization of a float weight [N, K] (the int8 head): scale =
+    block absmax / 127, codes round(w / scale) in [-127, 127] stored + 128. Returns (B, scales)."""
+    n, k = w.shape
+    k_blocks = -(-k // block_size)
+    wp = np.zeros((n, k_blocks * block_size), dtype=np.float32)
+    wp[:, :k] = w
+    blocks = wp.reshape(n, k_blocks, block_size)
+    scales = (np.abs(blocks).max(axis=-1) / 127.0).astype(np.float32)
+    safe = np.where(scales == 0, 1.0, scales)[..., None]
+    q = np.clip(np.rint(blocks / safe), -127, 127).astype(np.int16) + 128
+    return pack_bits(q.reshape(n, -1).astype(np.uint8), 8, block_size), scales
 
 
 def dequantize(b: np.ndarray, scales: np.ndarray, bits: int, k: int) -> np.ndarray:

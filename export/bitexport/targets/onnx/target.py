@@ -57,19 +57,22 @@ class OnnxTarget:
     def emit(self, model: LoadedModel, config: OnnxConfig, folder: Path) -> list[Artifact]:
         from bitexport.targets.onnx.decoder import build_decoder_graph
         from bitexport.targets.onnx.genai import write_genai_files
-        from bitexport.targets.onnx.ops import LinearFormat
+        from bitexport.targets.onnx.ops import LinearFormat, head_label
 
         self.check(model, config)
         weights, level = config.weights, config.accuracy_level
         out = Path(folder) / FOLDER
         out.mkdir(parents=True, exist_ok=True)
-        proto = build_decoder_graph(model.model, LinearFormat(weights, level), config.head, config.embedding)
+        fmt = LinearFormat(weights, level, config.activations)
+        proto = build_decoder_graph(model.model, fmt, config.head, config.embedding)
         linears = ternary_linears(proto)
         details = {
             "ternary_bits_per_weight": round(ternary_bits_per_weight(linears), 4),
-            "head": "int4-block32" if config.head == "int4" else "fp32",
+            "head": head_label(config.head, model.config.hidden_size),
             "embedding": "int4-block32" if config.embedding == "int4" else "fp32",
             "accuracy_level": level,
+            # "exact": BitNet's per-token int8 activations, a sentinel input per K block (ops.py)
+            "activations": "exact" if fmt.sentinels else ("block" if level == 4 else "fp32"),
             "block_sizes": sorted({x.block_size for x in linears if x.block_size}),
             "opset": {o.domain or "ai.onnx": o.version for o in proto.opset_import},
             "model_file": f"{FOLDER}/{MODEL_FILE}",
@@ -104,11 +107,13 @@ class OnnxTarget:
             problems.append(f"{artifact.path}/{MODEL_FILE}: onnx.checker: {str(e).splitlines()[0]}")
         if artifact.details.get("accuracy_level", 4) == 0:  # exported for exactness, slow path by choice
             return problems
-        return problems + fast_path_problems(load_graph_only(str(folder / MODEL_FILE)), artifact.weight_format)
+        activations = artifact.details.get("activations", "block")
+        return problems + fast_path_problems(load_graph_only(str(folder / MODEL_FILE)), artifact.weight_format, activations)
 
 
-def fast_path_problems(proto: onnx.ModelProto, weight_format: str) -> list[str]:
-    """For a 2-bit export: every ternary linear on ORT's fast path, none left in float."""
+def fast_path_problems(proto: onnx.ModelProto, weight_format: str, activations: str = "block") -> list[str]:
+    """For a 2-bit export: every ternary linear on ORT's fast path, none left in float; with
+    activations "exact", every linear also reads its input in the sentinel layout."""
     if weight_format != WEIGHT_FORMATS["tq2"]:
         return []
     linears = ternary_linears(proto)
@@ -116,6 +121,10 @@ def fast_path_problems(proto: onnx.ModelProto, weight_format: str) -> list[str]:
     if not linears:
         problems.append("no ternary linear found in the graph")
     problems += [f"{n}: a float weight initializer" for n in float_weight_initializers(proto)]
+    if activations == "exact":
+        from bitexport.targets.onnx.sentinels import sentinel_problems
+
+        problems += sentinel_problems(proto, linears)
     return problems
 
 
