@@ -188,8 +188,10 @@ def _reverse_2bit_fields(proto):
     assert n > 0
 
 
-def test_wrong_packing_order_fails(default_bundles, tmp_path, capsys):
-    model, good = default_bundles["1bitllm"]
+def test_wrong_packing_order_fails(tiny_1bitllm, tmp_path, capsys):
+    # the block form: in the default (exact) form the sentinel-layout check already FAILS the
+    # reversed fields statically; this test is about the numbers catching them
+    model, good = tiny_1bitllm, export(tiny_1bitllm, tmp_path / "good", activations="block")
     bundle = tmp_path / "b"
     shutil.copytree(good, bundle)
     edit_onnx(bundle, _reverse_2bit_fields)
@@ -205,7 +207,7 @@ def test_block_wise_activation_quantization(tiny_hf, tmp_path, capsys):
     int8 on top of BitLinear's own per-token int8 grid loses at most half a step in the blocks that
     do not hold the token's max. A coarser activation grid of the same kind (the graph's int8
     absmax 127 turned into 7 levels, i.e. 4-bit activations) is far outside it and FAILS."""
-    good = export(tiny_hf, tmp_path / "acc4", head="fp32")
+    good = export(tiny_hf, tmp_path / "acc4", head="fp32", activations="block")
     [a] = verify_bundle(good, tiny_hf).artifacts
     assert a.ok and 0 < a.max_logit_dev_rel <= LINEARS[("onnx", 4)].logits
     print(f"accuracy 4 at K 64/160: max logit deviation {a.max_logit_dev_rel:.4f} of max|logit|")
