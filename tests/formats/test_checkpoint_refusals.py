@@ -24,6 +24,10 @@ from bitexport.formats.tiny import make_tiny_checkpoint
 
 Edit = Callable[[dict[str, torch.Tensor]], None]
 
+NAN, INF = float("nan"), float("inf")
+L0, L1 = "model.layers.0.", "model.layers.1."
+Q0, D1 = L0 + "self_attn.q_proj.", L1 + "mlp.down_proj."
+
 
 def _edited(src: Path, dst: Path, edit: Edit) -> Path:
     shutil.copytree(src, dst)
@@ -116,99 +120,84 @@ def test_1bitllm_sub_norm_in_a_later_layer_only_is_refused(capsys, tmp_path, tin
     def drop_layer0(t):
         del t["model.layers.0.self_attn.inner_attn_ln.weight"]
 
-    _refused(capsys, _edited(tiny_1bitllm, tmp_path / "a", drop_layer0), "'model.layers.1.self_attn.inner_attn_ln.weight'")
+    _refused(capsys, _edited(tiny_1bitllm, tmp_path / "a", drop_layer0), repr(L1 + "self_attn.inner_attn_ln.weight"))
 
     def drop_layer1(t):
         del t["model.layers.1.mlp.ffn_layernorm.weight"]
 
-    _refused(capsys, _edited(tiny_1bitllm, tmp_path / "b", drop_layer1), "'model.layers.1.mlp.ffn_layernorm.weight'", "missing")
+    missing = repr(L1 + "mlp.ffn_layernorm.weight")
+    _refused(capsys, _edited(tiny_1bitllm, tmp_path / "b", drop_layer1), missing, "missing")
 
 
 def test_hf_bitnet_does_not_take_1bitllm_sub_norm_names(capsys, tmp_path, tiny_hf):
     def rename(t):
         t["model.layers.0.self_attn.inner_attn_ln.weight"] = t.pop("model.layers.0.self_attn.attn_sub_norm.weight")
 
-    _refused(capsys, _edited(tiny_hf, tmp_path / "m", rename), "'model.layers.0.self_attn.attn_sub_norm.weight'", "missing")
+    _refused(capsys, _edited(tiny_hf, tmp_path / "m", rename), repr(L0 + "self_attn.attn_sub_norm.weight"), "missing")
 
 
 # ----------------------------------------------------------------------------- poisoned values
 
 
-def _set(name: str, value: float, index=(0,)) -> Edit:
+def _poison(kind: str, name: str, value: float = 0.0, index: tuple = (0,)) -> Edit:
     def edit(t):
-        t[name][index] = value
+        if kind == "set":
+            t[name][index] = value
+        elif kind == "fill":
+            t[name].fill_(value)
+        elif kind == "negate":
+            t[name] = -t[name]
+        else:  # "code-3": a 2-bit field holding 3, no ternary code (0, 1, 2 are -1, 0, +1)
+            t[name][0, 0] |= 3
 
     return edit
 
 
-def _fill(name: str, value: float) -> Edit:
-    def edit(t):
-        t[name].fill_(value)
-
-    return edit
-
-
-def _negate(name: str) -> Edit:
-    def edit(t):
-        t[name] = -t[name]
-
-    return edit
-
-
-def _code_3(name: str) -> Edit:
-    def edit(t):
-        t[name][0, 0] |= 3  # a 2-bit field holding 3: no ternary code (0, 1, 2 are -1, 0, +1)
-
-    return edit
-
-
-NAN, INF = float("nan"), float("inf")
-L0, L1 = "model.layers.0.", "model.layers.1."
-
+# (fixture, case, tensor, how it is poisoned)
 POISONS = [
     # transformers `bitnet`, linear_class bitlinear (W = codes / weight_scale)
-    ("tiny_hf", "scale-nan", L0 + "self_attn.q_proj.weight_scale", _fill(L0 + "self_attn.q_proj.weight_scale", NAN)),
-    ("tiny_hf", "scale-inf", L1 + "mlp.down_proj.weight_scale", _fill(L1 + "mlp.down_proj.weight_scale", INF)),
-    ("tiny_hf", "scale-zero", L0 + "self_attn.k_proj.weight_scale", _fill(L0 + "self_attn.k_proj.weight_scale", 0.0)),
-    ("tiny_hf", "scale-negative", L1 + "mlp.up_proj.weight_scale", _negate(L1 + "mlp.up_proj.weight_scale")),
-    ("tiny_hf", "norm-nan", L0 + "input_layernorm.weight", _set(L0 + "input_layernorm.weight", NAN, (3,))),
-    ("tiny_hf", "sub-norm-inf", L1 + "self_attn.attn_sub_norm.weight", _set(L1 + "self_attn.attn_sub_norm.weight", INF)),
-    ("tiny_hf", "ffn-sub-norm-nan", L0 + "mlp.ffn_sub_norm.weight", _set(L0 + "mlp.ffn_sub_norm.weight", NAN, (7,))),
-    ("tiny_hf", "final-norm-nan", "model.norm.weight", _set("model.norm.weight", NAN)),
-    ("tiny_hf", "embedding-inf", "model.embed_tokens.weight", _set("model.embed_tokens.weight", -INF, (5, 7))),
-    ("tiny_hf", "packed-code-3", L0 + "mlp.gate_proj.weight", _code_3(L0 + "mlp.gate_proj.weight")),
+    ("tiny_hf", "scale-nan", Q0 + "weight_scale", ("fill", NAN)),
+    ("tiny_hf", "scale-inf", D1 + "weight_scale", ("fill", INF)),
+    ("tiny_hf", "scale-zero", L0 + "self_attn.k_proj.weight_scale", ("fill", 0.0)),
+    ("tiny_hf", "scale-negative", L1 + "mlp.up_proj.weight_scale", ("negate",)),
+    ("tiny_hf", "norm-nan", L0 + "input_layernorm.weight", ("set", NAN, (3,))),
+    ("tiny_hf", "sub-norm-inf", L1 + "self_attn.attn_sub_norm.weight", ("set", INF)),
+    ("tiny_hf", "ffn-sub-norm-nan", L0 + "mlp.ffn_sub_norm.weight", ("set", NAN, (7,))),
+    ("tiny_hf", "final-norm-nan", "model.norm.weight", ("set", NAN)),
+    ("tiny_hf", "embedding-inf", "model.embed_tokens.weight", ("set", -INF, (5, 7))),
+    ("tiny_hf", "packed-code-3", L0 + "mlp.gate_proj.weight", ("code-3",)),
     # autobitlinear (W = codes * weight_scale)
-    ("tiny_auto", "scale-zero", L1 + "self_attn.o_proj.weight_scale", _fill(L1 + "self_attn.o_proj.weight_scale", 0.0)),
-    ("tiny_auto", "scale-negative", L0 + "self_attn.v_proj.weight_scale", _negate(L0 + "self_attn.v_proj.weight_scale")),
-    ("tiny_auto", "scale-nan", L0 + "mlp.gate_proj.weight_scale", _fill(L0 + "mlp.gate_proj.weight_scale", NAN)),
+    ("tiny_auto", "scale-zero", L1 + "self_attn.o_proj.weight_scale", ("fill", 0.0)),
+    ("tiny_auto", "scale-negative", L0 + "self_attn.v_proj.weight_scale", ("negate",)),
+    ("tiny_auto", "scale-nan", L0 + "mlp.gate_proj.weight_scale", ("fill", NAN)),
     # autobitlinear online: full-precision shadow weights
-    ("tiny_online", "shadow-nan", L0 + "self_attn.q_proj.weight", _set(L0 + "self_attn.q_proj.weight", NAN, (2, 3))),
-    ("tiny_online", "shadow-all-zero", L1 + "mlp.down_proj.weight", _fill(L1 + "mlp.down_proj.weight", 0.0)),
+    ("tiny_online", "shadow-nan", Q0 + "weight", ("set", NAN, (2, 3))),
+    ("tiny_online", "shadow-all-zero", D1 + "weight", ("fill", 0.0)),
     # 1bitLLM: fp16 shadow weights, untied head, sub-norms under their own names
-    ("tiny_1bitllm", "shadow-nan", L0 + "self_attn.o_proj.weight", _set(L0 + "self_attn.o_proj.weight", NAN, (1, 2))),
-    ("tiny_1bitllm", "shadow-inf", L1 + "mlp.gate_proj.weight", _set(L1 + "mlp.gate_proj.weight", INF, (0, 9))),
-    ("tiny_1bitllm", "shadow-all-zero", L1 + "self_attn.k_proj.weight", _fill(L1 + "self_attn.k_proj.weight", 0.0)),
-    ("tiny_1bitllm", "head-nan", "lm_head.weight", _set("lm_head.weight", NAN, (4, 4))),
-    ("tiny_1bitllm", "embedding-nan", "model.embed_tokens.weight", _set("model.embed_tokens.weight", NAN, (0, 0))),
-    ("tiny_1bitllm", "inner-attn-ln-nan", L0 + "self_attn.inner_attn_ln.weight", _set(L0 + "self_attn.inner_attn_ln.weight", NAN)),
-    ("tiny_1bitllm", "ffn-layernorm-inf", L1 + "mlp.ffn_layernorm.weight", _set(L1 + "mlp.ffn_layernorm.weight", INF)),
+    ("tiny_1bitllm", "shadow-nan", L0 + "self_attn.o_proj.weight", ("set", NAN, (1, 2))),
+    ("tiny_1bitllm", "shadow-inf", L1 + "mlp.gate_proj.weight", ("set", INF, (0, 9))),
+    ("tiny_1bitllm", "shadow-all-zero", L1 + "self_attn.k_proj.weight", ("fill", 0.0)),
+    ("tiny_1bitllm", "head-nan", "lm_head.weight", ("set", NAN, (4, 4))),
+    ("tiny_1bitllm", "embedding-nan", "model.embed_tokens.weight", ("set", NAN, (0, 0))),
+    ("tiny_1bitllm", "inner-attn-ln-nan", L0 + "self_attn.inner_attn_ln.weight", ("set", NAN)),
+    ("tiny_1bitllm", "ffn-layernorm-inf", L1 + "mlp.ffn_layernorm.weight", ("set", INF)),
 ]
 
 
 @pytest.mark.parametrize(
-    "fixture,tensor,edit", [(f, t, e) for f, _, t, e in POISONS], ids=[f"{f}-{k}" for f, k, _, _ in POISONS]
+    "fixture,tensor,how", [(f, t, h) for f, _, t, h in POISONS], ids=[f"{f}-{c}" for f, c, _, _ in POISONS]
 )
-def test_poisoned_checkpoint_is_refused_naming_the_tensor(request, capsys, tmp_path, fixture, tensor, edit):
+def test_poisoned_checkpoint_is_refused_naming_the_tensor(request, capsys, tmp_path, fixture, tensor, how):
     src = request.getfixturevalue(fixture)
-    _refused(capsys, _edited(src, tmp_path / "m", edit), repr(tensor))
+    _refused(capsys, _edited(src, tmp_path / "m", _poison(how[0], tensor, *how[1:])), repr(tensor))
 
 
 def test_poisoned_checkpoint_is_refused_at_export(tmp_path, tiny_hf):
     from bitexport import export
     from bitexport.errors import InputError
 
-    bad = _edited(tiny_hf, tmp_path / "m", _fill(L0 + "self_attn.q_proj.weight_scale", 0.0))
-    with pytest.raises(InputError, match=L0 + "self_attn.q_proj.weight_scale"):
+    bad = _edited(tiny_hf, tmp_path / "m", _poison("fill", Q0 + "weight_scale", 0.0))
+    with pytest.raises(InputError, match=Q0 + "weight_scale"):
         export(bad, "desktop", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -220,7 +209,9 @@ def test_config_json_of_the_fixtures_is_untouched_by_edits(tmp_path, tiny_hf):
     load_model(dst)
 
 
-@pytest.mark.parametrize("field,value", [("rope_theta", 0), ("rope_theta", -10000.0), ("rms_norm_eps", 0.0), ("rms_norm_eps", "1e-5x")])
+@pytest.mark.parametrize(
+    "field,value", [("rope_theta", 0), ("rope_theta", -10000.0), ("rms_norm_eps", 0.0), ("rms_norm_eps", "1e-5x")]
+)
 def test_non_positive_theta_or_eps_in_config_is_refused(capsys, tmp_path, tiny_1bitllm, field, value):
     dst = tmp_path / "m"
     shutil.copytree(tiny_1bitllm, dst)

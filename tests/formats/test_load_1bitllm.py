@@ -16,7 +16,7 @@ attention output before o_proj, RMSNorm `mlp.ffn_layernorm` over silu(gate) * up
 both with the config's rms_norm_eps (llama.cpp's converter maps the same names to its BitNet
 ATTN_SUB_NORM / FFN_SUB_NORM). The reference applies each where its tensor is in the file.
 
-The tiny fixture uses non-default rope_theta and rms_norm_eps (formats/tiny.py): the last tests
+The tiny fixture uses non-default rope_theta and rms_norm_eps (tests/conftest.py): the last tests
 show that a loader dropping the sub-norms, or ignoring theta or eps, fails the comparison.
 """
 

@@ -6,7 +6,7 @@ logits of magnitude ~40. A rounding tie in the int8 activation quantization coul
 by 1/127 of a token's range, so the bound is 1e-3 of the logits' range: far below the O(1)
 relative error of a flipped scale convention or packing order (tests below show it).
 
-The fixtures use non-default rope_theta and rms_norm_eps (formats/tiny.py), so a loader ignoring
+The fixtures use non-default rope_theta and rms_norm_eps (tests/conftest.py), so a loader ignoring
 either breaks parity too (shown below). head_dim stays hidden_size / num_attention_heads:
 transformers' BitNet sizes attn_sub_norm by hidden_size, so no other head_dim can run there.
 """
