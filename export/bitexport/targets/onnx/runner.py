@@ -37,13 +37,12 @@ class OnnxGenaiRunner:
         self.eos_ids = () if ignore_eos else tuple(eos_ids)
         self.ignore_eos = ignore_eos
         self._og = og
-        self._session = None  # a plain onnxruntime session, made on the first next_token_logits
-        self._threads = threads
         self.set_threads(threads)
 
     def set_threads(self, threads: int | None) -> None:
         """ORT intra-op threads (None: ORT's default); a session option, so the model is reloaded."""
         self._threads = threads
+        self._session = None  # next_token_logits makes a new one with these threads
         config = self._og.Config(str(self.folder))
         if threads:
             config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": int(threads)}}}}))
