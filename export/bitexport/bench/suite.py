@@ -30,6 +30,7 @@ from pathlib import Path
 from bitexport import __version__
 from bitexport.bench import bandwidth as bw
 from bitexport.bench import proc
+from bitexport.log import progress
 from bitexport.bench.roofline import REFERENCE_BITS, ratios, roofline
 from bitexport.runtime.generate import agreement
 from bitexport.errors import BitexportError, InputError
@@ -127,7 +128,7 @@ class Record:
 _T0 = time.perf_counter()
 
 
-def progress(msg: str) -> None:
+def step(msg: str) -> None:
     """One line on bitexport's logger, with the seconds since the suite started."""
     log.info("bench %5.0fs: %s", time.perf_counter() - _T0, msg)
 
@@ -152,7 +153,7 @@ def prepare_model(opts: SuiteOptions, work: Path) -> tuple[Path, dict, Path | No
 
         if opts.shape not in SHAPES:
             raise InputError(f"unknown --shape {opts.shape!r}; choose one of {', '.join(SHAPES)}")
-        progress(f"building the {opts.shape} shape with random ternary weights")
+        step(f"building the {opts.shape} shape with random ternary weights")
         loaded = synthetic_model(opts.shape, max_seq_len=max_seq_len, seed=opts.seed)
         # random weights must still give exactly prompt + new tokens: no EOS
         loaded.config = replace(loaded.config, eos_token_ids=())
@@ -167,7 +168,7 @@ def prepare_model(opts: SuiteOptions, work: Path) -> tuple[Path, dict, Path | No
     if llama or (opts.model is None and not hf):
         from bitexport.bench.llamacpp import shadow_exactness, write_1bitllm
 
-        progress("writing the model as a 1bitLLM folder" + (" (for llama.cpp's converter)" if llama else ""))
+        step("writing the model as a 1bitLLM folder" + (" (for llama.cpp's converter)" if llama else ""))
         try:
             # a random model takes the scales its 1bitLLM copy can hold (first, before any other copy)
             folder = work / (f"synthetic-{opts.shape}" if opts.model is None else "model-1bitllm")
@@ -229,7 +230,7 @@ def export_llamacpp(recs: list[Record], onebit: Path | None, summary: dict, opts
             r.fail("unavailable", summary.get("llama_cpp_copy", {}).get("error", "no model for llama.cpp"))
         return info
     try:
-        lc = llamacpp.ensure_llamacpp(progress=progress)
+        lc = llamacpp.ensure_llamacpp(progress=step)
     except BitexportError as e:
         for r in recs:
             r.fail("unavailable", str(e).splitlines()[0])
@@ -237,7 +238,7 @@ def export_llamacpp(recs: list[Record], onebit: Path | None, summary: dict, opts
     info.update(bin=str(lc.bin), route="convert_hf_to_gguf.py --outtype tq2_0|tq1_0 (token embedding F16, the converter's default)")
     for r in recs:
         fmt = r.variant.weights
-        progress(f"exporting {r.variant.key} (llama.cpp converter, --outtype {fmt})")
+        step(f"exporting {r.variant.key} (llama.cpp converter, --outtype {fmt})")
         try:
             res = llamacpp.convert(lc, onebit, fmt, work / f"model-{fmt}.gguf")
         except BitexportError as e:
@@ -254,7 +255,7 @@ def export_llamacpp(recs: list[Record], onebit: Path | None, summary: dict, opts
             details={"tensor_types": types, "note": None if ternary_ok else
                      f"rows not a multiple of {llamacpp.BLOCK}: the converter fell back to F16"},
         )
-        progress(f"  {r.variant.key}: {res['bytes'] / 1e6:.1f} MB in {res['export_s']:.1f} s")
+        step(f"  {r.variant.key}: {res['bytes'] / 1e6:.1f} MB in {res['export_s']:.1f} s")
     info["llamacpp"] = lc
     return info
 
@@ -324,9 +325,9 @@ def run_suite(opts: SuiteOptions) -> dict:
     work.mkdir()
     machine = proc.machine_info()
     load_start = os.getloadavg()
-    progress(f"machine: {machine['cpu']}, {machine['cores']} cores, load average {load_start[0]:.1f}")
+    step(f"machine: {machine['cpu']}, {machine['cores']} cores, load average {load_start[0]:.1f}")
     if load_start[0] > (machine["cores"] or 1):
-        progress("the machine is busy (load average above the core count): figures will be noisy")
+        step("the machine is busy (load average above the core count): figures will be noisy")
 
     model_path, model_summary, onebit = prepare_model(opts, work)
     from bitexport.model.config import ModelConfig
@@ -337,13 +338,13 @@ def run_suite(opts: SuiteOptions) -> dict:
     for rec in records:
         v = rec.variant
         if v.kind == "bundle":
-            progress(f"exporting {v.key} ({v.target}, --weights {v.weights}, head {v.head})")
+            step(f"exporting {v.key} ({v.target}, --weights {v.weights}, head {v.head})")
             export_variant(rec, model_path, opts, work)
             if rec.status == "ok":
-                progress(f"  {v.key}: {rec.values['file_bytes'] / 1e6:.1f} MB in {rec.values['export_s']:.1f} s, "
+                step(f"  {v.key}: {rec.values['file_bytes'] / 1e6:.1f} MB in {rec.values['export_s']:.1f} s, "
                          f"peak {rec.values['export_peak_rss_bytes'] / 1e6:.0f} MB")
             else:
-                progress(f"  {v.key}: {rec.status}: {rec.reason}")
+                step(f"  {v.key}: {rec.status}: {rec.reason}")
         elif v.kind == "reference":
             size = sum(p.stat().st_size for p in model_path.glob("*.safetensors"))
             rec.values.update(runtime="pytorch (eager)", weight_format="int8 codes in memory", file_bytes=size,
@@ -353,10 +354,10 @@ def run_suite(opts: SuiteOptions) -> dict:
     lc = llama_info.pop("llamacpp", None)
 
     proc.wait_for_quiet(opts.max_wait_quiet_s)
-    progress(f"measuring read bandwidth (1 and {opts.threads} threads)")
+    step(f"measuring read bandwidth (1 and {opts.threads} threads)")
     band = {"start": [bw.measure_bandwidth(1, opts.bandwidth_mb).to_dict(),
                       bw.measure_bandwidth(opts.threads, opts.bandwidth_mb).to_dict()]}
-    progress(f"  {band['start'][0]['gb_per_s']:.1f} GB/s (1 thread), {band['start'][1]['gb_per_s']:.1f} GB/s "
+    step(f"  {band['start'][0]['gb_per_s']:.1f} GB/s (1 thread), {band['start'][1]['gb_per_s']:.1f} GB/s "
              f"({opts.threads} threads)")
 
     rng = random.Random(opts.seed)
@@ -366,40 +367,40 @@ def run_suite(opts: SuiteOptions) -> dict:
     prompt_file.write_text(json.dumps(prompt))
 
     runnable = [r for r in records if r.status == "ok"]
-    for rep in range(opts.repeats):
-        for rec in runnable:
-            if rec.status != "ok":
-                continue
-            if rec.variant.kind == "reference" and rep > 0:
-                # eager PyTorch decodes a large model at well under 1 token/s: one run gives the
-                # tokens the others are compared with, and its speed for scale
-                continue
-            waited, busy = proc.wait_for_quiet(opts.max_wait_quiet_s)
-            if waited > 5:
-                progress(f"waited {waited:.0f} s for other processes to leave the CPUs (busy {100 * busy:.0f} %)")
-            load = os.getloadavg()[0]
-            try:
-                res = measure_once(rec, opts, prompt_file, model_path, lc)
-            except _Unavailable as e:
-                rec.fail(e.status, e.reason)
-                progress(f"rep {rep + 1}/{opts.repeats} {rec.variant.key}: {e.status}: {e.reason}")
-                continue
-            except BitexportError as e:
-                rec.fail("failed", str(e).splitlines()[0])
-                progress(f"rep {rep + 1}/{opts.repeats} {rec.variant.key}: failed: {rec.reason}")
-                continue
-            res["load_average"] = load  # machine noise: other processes sharing the cores
-            res["cpu_busy_before"] = busy
-            rec.runs.append(res)
-            progress(f"rep {rep + 1}/{opts.repeats} {rec.variant.key}: prefill {res['prefill_tokens_per_s']:.1f} tok/s, "
-                     f"decode {res['decode_tokens_per_s']:.1f} tok/s, peak {res['peak_rss_bytes'] / 1e6:.0f} MB")
+    plan = [(rep, rec) for rep in range(opts.repeats) for rec in runnable]
+    for rep, rec in progress(plan, "measuring", total=len(plan)):
+        if rec.status != "ok":
+            continue
+        if rec.variant.kind == "reference" and rep > 0:
+            # eager PyTorch decodes a large model at well under 1 token/s: one run gives the
+            # tokens the others are compared with, and its speed for scale
+            continue
+        waited, busy = proc.wait_for_quiet(opts.max_wait_quiet_s)
+        if waited > 5:
+            step(f"waited {waited:.0f} s for other processes to leave the CPUs (busy {100 * busy:.0f} %)")
+        load = os.getloadavg()[0]
+        try:
+            res = measure_once(rec, opts, prompt_file, model_path, lc)
+        except _Unavailable as e:
+            rec.fail(e.status, e.reason)
+            step(f"rep {rep + 1}/{opts.repeats} {rec.variant.key}: {e.status}: {e.reason}")
+            continue
+        except BitexportError as e:
+            rec.fail("failed", str(e).splitlines()[0])
+            step(f"rep {rep + 1}/{opts.repeats} {rec.variant.key}: failed: {rec.reason}")
+            continue
+        res["load_average"] = load  # machine noise: other processes sharing the cores
+        res["cpu_busy_before"] = busy
+        rec.runs.append(res)
+        step(f"rep {rep + 1}/{opts.repeats} {rec.variant.key}: prefill {res['prefill_tokens_per_s']:.1f} tok/s, "
+             f"decode {res['decode_tokens_per_s']:.1f} tok/s, peak {res['peak_rss_bytes'] / 1e6:.0f} MB")
 
     from bitexport.bench.quality import suite_quality
 
-    quality_info = suite_quality(records, opts, model_path, cfg, work, progress)
+    quality_info = suite_quality(records, opts, model_path, cfg, work, step)
 
     proc.wait_for_quiet(opts.max_wait_quiet_s)
-    progress(f"measuring read bandwidth again ({opts.threads} threads)")
+    step(f"measuring read bandwidth again ({opts.threads} threads)")
     band["end"] = [bw.measure_bandwidth(opts.threads, opts.bandwidth_mb).to_dict()]
     # the roofline is a physical limit: noise only lowers a measurement, so take the higher one
     gb_per_s = max(band["start"][1]["gb_per_s"], band["end"][0]["gb_per_s"])
@@ -452,7 +453,7 @@ def run_suite(opts: SuiteOptions) -> dict:
     paths = write_outputs(report, out)
     for p in paths.values():
         if p:
-            progress(f"wrote {p}")
+            step(f"wrote {p}")
     return report
 
 
