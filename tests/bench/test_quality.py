@@ -101,7 +101,7 @@ def _negate_head(src: str, dst: str) -> None:
 def test_onnx_stepwise_matches_reference_and_catches_a_broken_head(tmp_path, tiny_hf, loaded, text):
     """The exact-activation ONNX export with an fp32 head scores the text as the reference does
     (float rounding only: within 1e-4 relative); the same file with its head table negated does not."""
-    export(tiny_hf, "onnx", tmp_path / "b", config=OnnxConfig(head="fp32"), max_seq_len=WINDOW)
+    export(tiny_hf, "onnx", tmp_path / "b", config=OnnxConfig(head="fp32", activations="exact"), max_seq_len=WINDOW)
     path = str(tmp_path / "b" / "onnx" / "model.onnx")
     ref = perplexity(reference_logits(loaded.model), text, WINDOW).perplexity
     got = perplexity(stepwise(onnx_step(path, threads=1)), text, WINDOW).perplexity

@@ -67,8 +67,8 @@ VARIANTS: dict[str, Variant] = {v.key: v for v in (
     Variant("onnx-tq2-head-int8", "ONNX 2-bit, int8 head", "bundle", "onnx", "tq2", "int8", extra=True),
     Variant("onnx-tq2-head-fp16", "ONNX 2-bit, fp16 head", "bundle", "onnx", "tq2", "fp16", extra=True),
     Variant("onnx-tq2-head-fp32", "ONNX 2-bit, fp32 head", "bundle", "onnx", "tq2", "fp32", extra=True),
-    Variant("onnx-tq2-block", "ONNX 2-bit, ORT block activations", "bundle", "onnx", "tq2", "int4",
-            (("activations", "block"),), extra=True),
+    Variant("onnx-tq2-exact", "ONNX 2-bit, exact activations", "bundle", "onnx", "tq2", "int4",
+            (("activations", "exact"),), extra=True),
 )}
 DEFAULT_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.kind != "llamacpp" and not v.extra)
 LLAMACPP_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.kind == "llamacpp")

@@ -47,7 +47,7 @@ ACTIVATIONS = ("exact", "block")
 class LinearFormat:
     weights: str  # "tq2" | "int4" | "fp32"
     accuracy_level: int  # MatMulNBits accuracy_level: 4 = int8 activations (fast), 0 = fp32 (exact)
-    activations: str = "exact"  # with accuracy 4: "exact" (sentinel blocks) or "block" (ORT's own blocks)
+    activations: str = "block"  # with accuracy 4: "block" (ORT's own blocks) or "exact" (sentinel blocks)
 
     @property
     def sentinels(self) -> bool:

@@ -9,7 +9,8 @@
 MatMulNBits 4-bit (also exact for ternary codes); fp32 = plain MatMul (the benchmark's baseline).
 head: int4 (MatMulNBits 4-bit, block 32, lossy) or fp32. embedding: fp32 or int4
 (GatherBlockQuantized, lossy; a tied int4 head then shares its bytes). accuracy_level 4 (default:
-int8 activations inside MatMulNBits, fast) or 0 (fp32, exact but 2-bit is then ~100x slower).
+int8 activations inside MatMulNBits, fast) or 0 (fp32, exact but 2-bit is then ~100x slower);
+with level 4, activations "block" (ORT requantizes per K block) or "exact" (a sentinel per block).
 Options: config.py.
 """
 
