@@ -102,26 +102,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise InputError("--max-new-tokens must be at least 1")
     from bitexport.runtime.open import open_runner
 
-    runner, tok_path = open_runner(_default_model(args.path), args.threads)
+    runner, tok_path = open_runner(_default_model(args.path), args.threads, emulate=args.emulate)
     codec = TextCodec(tok_path)
     prompt_ids = codec.encode(args.prompt)
     gen = runner.generate(prompt_ids, args.max_new_tokens)
     s = gen.stats
     text = codec.decode(prompt_ids + gen.tokens)
+    emulated = getattr(runner, "emulated", None)
     if args.json:
-        print(json.dumps({
+        result = {
             "runner": runner.name,
             "prompt_tokens": len(prompt_ids),
             "tokens": gen.tokens,
             "text": text,
             "prefill_tokens_per_s": round(s.prefill_tokens_per_s, 2),
             "decode_tokens_per_s": round(s.decode_tokens_per_s, 2),
-        }))
+        }
+        if emulated:  # tokens/s of an emulated run are qemu's on this machine, never a phone's
+            result["emulated"] = emulated
+        print(json.dumps(result))
     else:
         print(text)
         print(
             f"[{runner.name}] prefill {s.prefill_tokens_per_s:.1f} tokens/s ({s.prompt_tokens} tokens), "
             f"decode {s.decode_tokens_per_s:.1f} tokens/s ({s.new_tokens} tokens)"
+            + (f" -- EMULATED: qemu on this machine, not {emulated} hardware speed" if emulated else "")
         )
     return 0
 
@@ -131,7 +136,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     if args.max_new_tokens < 1:
         raise InputError("--max-new-tokens must be at least 1")
-    report = verify_bundle(args.bundle, args.model, args.max_new_tokens, args.allow_no_reference)
+    report = verify_bundle(args.bundle, args.model, args.max_new_tokens, args.allow_no_reference, emulate=args.emulate)
     print(format_report(report))
     return report.exit_code
 
@@ -191,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-new-tokens", "-n", type=int, default=64, help="tokens to generate (default 64)")
     r.add_argument("--threads", type=int, default=None, help="CPU threads (default: the runtime's)")
     r.add_argument("--json", action="store_true", help="print tokens, text and tokens/s as JSON")
+    r.add_argument("--emulate", choices=("aarch64",), default=None,
+                   help="run the bundle's .pte on ExecuTorch's aarch64 runtime under qemu (needs qemu-user and "
+                        "g++-aarch64-linux-gnu; tokens/s are emulated, not a phone's)")
     r.set_defaults(func=_cmd_run)
 
     v = sub.add_parser("verify", help="check a bundle's hashes and score its artifacts' tokens, logits and perplexity under the PyTorch reference (exit 1: FAILED or not compared)")
@@ -199,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-new-tokens", "-n", type=int, default=32, help="greedy tokens to compare (default 32)")
     v.add_argument("--allow-no-reference", action="store_true",
                    help="exit 0 when the source model is missing (tokens are then reported 'not compared')")
+    v.add_argument("--emulate", choices=("aarch64",), default=None,
+                   help="run the .pte artifacts on ExecuTorch's aarch64 runtime under qemu, compared with the "
+                        "reference and with the desktop ExecuTorch runtime")
     v.set_defaults(func=_cmd_verify)
 
     t = sub.add_parser("make-tiny", help="write a tiny random checkpoint to try the pipeline on")

@@ -20,8 +20,9 @@ from bitexport.bundle.held_text import HELD_TEXT
 from bitexport.bundle.score import TokenScore, logit_deviation, perplexity, score_tokens
 from bitexport.bundle.store import Bundle, read_bundle
 from bitexport.bundle.tolerance import Tolerance, tolerance_for
-from bitexport.errors import BitexportError, EnvironmentProblem
+from bitexport.errors import BitexportError, EnvironmentProblem, InputError
 from bitexport.runtime.base import LogitsRunner
+from bitexport.runtime.generate import common_prefix
 from bitexport.runtime.text import TextCodec
 from bitexport.targets import get_target
 
@@ -36,6 +37,9 @@ class ArtifactCheck:
     weight_format: str
     problems: list[str] = field(default_factory=list)
     not_compared: str = ""  # why the tokens were not compared ("" when they were)
+    generated: list[int] = field(default_factory=list)  # the artifact's own greedy tokens
+    emulated: str = ""  # "aarch64": the tokens came from the emulated runtime (--emulate)
+    desktop_agreeing: int | None = None  # --emulate: common prefix with the desktop runtime's tokens
     tolerance: Tolerance | None = None
     tokens: TokenScore | None = None
     logits_compared: bool = False
@@ -126,6 +130,7 @@ def check_artifact(check: ArtifactCheck, runner, reference, prompt: list[int], h
     except BitexportError as e:
         check.problems.append(f"run failed: {e}")
         return
+    check.generated = tokens
     ref_rows = reference.next_token_logits(prompt, tokens)
     check.tokens = score_tokens(ref_rows, tokens, check.tolerance.token)
     if not isinstance(runner, LogitsRunner):
@@ -140,9 +145,22 @@ def check_artifact(check: ArtifactCheck, runner, reference, prompt: list[int], h
 
 
 def verify_bundle(
-    path: str | Path, model: str | Path | None = None, max_new_tokens: int = 32, allow_no_reference: bool = False
+    path: str | Path, model: str | Path | None = None, max_new_tokens: int = 32, allow_no_reference: bool = False,
+    *, emulate: str | None = None,
 ) -> VerifyReport:
+    """`emulate="aarch64"`: ExecuTorch artifacts run on the emulated aarch64 runtime
+    (targets/executorch/emulated.py), scored against the reference like any runner; their
+    agreement with the desktop ExecuTorch runtime is reported beside it."""
     bundle = read_bundle(path)
+    if emulate is not None:
+        from bitexport.targets.executorch.emulated import check_arch
+
+        check_arch(emulate)
+        if not any(a.target == "executorch" for a in bundle.artifacts):
+            raise InputError(
+                f"{path} holds no ExecuTorch .pte; --emulate {emulate} verifies ExecuTorch artifacts only "
+                "(export one with `bitexport export --target android`)"
+            )
     report = VerifyReport(str(path), bundle.hash_problems(), [], allow_no_reference=allow_no_reference)
     prompt: list[int] = []
     held: list[int] = []
@@ -164,8 +182,14 @@ def verify_bundle(
         if check.tolerance is None:
             check.not_compared = f"no tolerance is stated for {a.target} {a.weight_format} {a.details}"
             continue
+        emulated = emulate is not None and a.target == "executorch"
         try:
-            runner = target.runner(bundle, a)
+            if emulated:
+                from bitexport.targets.executorch.emulated import emulated_runner
+
+                runner, check.emulated = emulated_runner(bundle, a, emulate), emulate
+            else:
+                runner = target.runner(bundle, a)
         except EnvironmentProblem as e:
             check.not_compared = f"{a.runtime} cannot run on this machine ({e})"
             continue
@@ -179,6 +203,12 @@ def verify_bundle(
             check.not_compared = why_no_reference
             continue
         check_artifact(check, runner, reference, prompt, held, max_new_tokens)
+        if emulated and check.generated:
+            try:  # informational: the verdict stays the reference's, as for every runner
+                desktop = target.runner(bundle, a).generate(prompt, max_new_tokens).tokens
+                check.desktop_agreeing = common_prefix(check.generated, desktop)
+            except BitexportError:
+                pass  # reported as "desktop ExecuTorch runtime not run"
     return report
 
 
@@ -193,6 +223,11 @@ def _artifact_lines(a: ArtifactCheck) -> list[str]:
         lines.append(f"    tolerance: token {t.token}, logits {t.logits}, perplexity {t.ppl:.0%} of the reference ({t.why})")
         lines.append(f"    steps checked {s.steps}; argmax {s.argmax}; near-ties accepted {len(s.near_ties)}"
                      + ("" if not s.near_ties else " (margins " + ", ".join(f"step {i}: {m:.4f}" for i, m in s.near_ties) + ")"))
+        if a.emulated:
+            desk = ("desktop ExecuTorch runtime not run" if a.desktop_agreeing is None
+                    else f"{a.desktop_agreeing}/{s.steps} with the desktop ExecuTorch runtime")
+            lines.append(f"    emulated {a.emulated}: {s.argmax}/{s.steps} greedy tokens agree with the PyTorch "
+                         f"reference, {desk}")
         if a.logits_compared:
             lines.append(f"    max logit deviation {a.max_logit_dev:.4g} ({a.max_logit_dev_rel:.4f} of max|logit|) "
                          f"over the {s.steps + 1} positions after the prompt")

@@ -15,6 +15,7 @@ import contextlib
 import os
 import re
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Iterator
 
@@ -50,6 +51,10 @@ def _captured_stderr() -> Iterator[list[str]]:
             lines.extend(tmp.read().decode(errors="replace").splitlines())
 
 
+# every ExecutorchRunner not yet collected: set_threads reloads them all (see there)
+_LIVE: "weakref.WeakSet[ExecutorchRunner]" = weakref.WeakSet()
+
+
 def _portable_lib():
     from executorch.extension.pybindings import portable_lib
 
@@ -65,6 +70,13 @@ class ExecutorchRunner:
             raise BundleError(f"{self.pte}: missing; export the bundle again")
         self.needs = list(needs) if needs is not None else [TQ2]
         load_runtime_kernels(self.needs)
+        self._load()
+        self.max_seq_len = int(self._program.load_method("get_max_seq_len").execute([])[0])
+        self.eos_ids = tuple(eos_ids)
+        _LIVE.add(self)
+
+    def _load(self) -> None:
+        """Load the program and its forward method on the thread pool as it is now."""
         from executorch.runtime import Runtime
 
         try:
@@ -78,8 +90,6 @@ class ExecutorchRunner:
                 self._forward = program.load_method("forward")
         except RuntimeError as e:
             raise self._load_error(e, log) from None
-        self.max_seq_len = int(program.load_method("get_max_seq_len").execute([])[0])
-        self.eos_ids = tuple(eos_ids)
 
     @classmethod
     def for_artifact(cls, bundle: Bundle, artifact: Artifact) -> "ExecutorchRunner":
@@ -107,12 +117,25 @@ class ExecutorchRunner:
         return BundleError(f"{self.pte}: ExecuTorch could not load its forward method ({text}); export the bundle again")
 
     def set_threads(self, n: int) -> None:
-        """Resize ExecuTorch's thread pool (XNNPACK and the tq2 kernel both run on it)."""
+        """Resize ExecuTorch's thread pool (XNNPACK and the tq2 kernel both run on it).
+
+        The pool is one per process, and XNNPACK keeps the pool it was handed when a method was
+        loaded: `_unsafe_reset_threadpool` frees that pool, so a method loaded before it ran on
+        freed memory (intermittent segfaults and futex aborts). So every live runner's program
+        and methods are dropped first and loaded again on the new pool; the KV cache goes with
+        them, which loses nothing (each generate() starts at position 0)."""
         if n < 1:
             raise InputError("--threads must be at least 1")
         pl = _portable_lib()
-        if pl._threadpool_get_thread_count() != n:
-            pl._unsafe_reset_threadpool(n)  # "unsafe" only while a method runs; none does here
+        if pl._threadpool_get_thread_count() == n:
+            return
+        live = list(_LIVE)
+        for r in live:
+            # the Program caches its loaded methods: dropping both frees the XNNPACK runtimes
+            r._forward = r._program = None
+        pl._unsafe_reset_threadpool(n)
+        for r in live:
+            r._load()
 
     @staticmethod
     def threads() -> int:
