@@ -37,9 +37,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from bitexport.cache import cache_dir
 from bitexport.errors import BundleError, EnvironmentProblem, InputError
 
-from .library import _find_cmake, _find_ninja
+from .library import _find_cmake, _find_ninja, run_build_step
 
 RUNNER_NAME = "bitexport_a64_runner"
 # the LLM operators' kernels alone, for the tests (aarch64/llm_ops_check.cpp); small, so built
@@ -62,8 +63,7 @@ _A64 = _HERE / "aarch64"
 
 
 def cache_root() -> Path:
-    base = os.environ.get("BITEXPORT_CACHE") or os.path.join(Path.home(), ".cache", "bitexport")
-    return Path(base).expanduser() / "aarch64"
+    return cache_dir("aarch64")
 
 
 def executorch_version() -> str:
@@ -201,27 +201,6 @@ def build_key(cxx: str, wheel: Path) -> str:
     return h.hexdigest()[:20]
 
 
-def _run_build_step(cmd: list[str], cwd: Path, log: Path) -> None:
-    with open(log, "ab") as fh:
-        fh.write(("$ " + " ".join(cmd) + "\n").encode())
-        fh.flush()
-        try:
-            res = subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, timeout=1800)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise EnvironmentProblem(f"could not run {cmd[0]}: {e}") from None
-    if res.returncode != 0:
-        kept = cache_root() / "last-failed-build.log"
-        try:
-            shutil.copy2(log, kept)
-        except OSError:
-            kept = log
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
-        raise EnvironmentProblem(
-            f"building the aarch64 runner failed ({' '.join(cmd[:2])} ...); full log: {kept}. Last lines:\n{tail}\n"
-            f"Fix the cross toolchain shown above (`{APT_FIX}`)"
-        )
-
-
 _built: Path | None = None
 
 
@@ -271,9 +250,10 @@ def _build_runner(quiet: bool) -> Path:
         ]
         if ninja:
             cfg += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
-        _run_build_step(cfg, tmp, log)
+        run_build_step(cfg, tmp, log, "the aarch64 runner", f"Fix the cross toolchain shown above (`{APT_FIX}`)")
         # two jobs: the machines this runs on are small and shared
-        _run_build_step([cmake, "--build", str(build), "--parallel", "2", "--target", *PROGRAMS], tmp, log)
+        run_build_step([cmake, "--build", str(build), "--parallel", "2", "--target", *PROGRAMS], tmp, log,
+                       "the aarch64 runner", f"Fix the cross toolchain shown above (`{APT_FIX}`)")
         for name in PROGRAMS:
             built = build / name
             if not built.is_file():

@@ -187,25 +187,29 @@ def build_key(cxx: str | None = None) -> str:
     return h.hexdigest()[:20]
 
 
-def _run(cmd: list[str], cwd: Path, log: Path) -> None:
+KERNELS_FIX = "Fix the compiler/CMake setup shown above, or point BITEXPORT_KERNELS_LIB at a prebuilt libbitexport_kernels."
+
+
+def run_build_step(cmd: list[str], cwd: Path, log: Path, what: str = "the bitexport kernels",
+                   fix: str = KERNELS_FIX) -> None:
+    """One build command with its output appended to `log`; a failure keeps the log in the cache
+    and becomes one EnvironmentProblem naming `what` failed, its last lines and `fix`."""
     with open(log, "ab") as fh:
         fh.write(("$ " + " ".join(cmd) + "\n").encode())
         fh.flush()
         try:
             res = subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, timeout=1800)
-        except OSError as e:
-            raise EnvironmentProblem(f"could not run {cmd[0]}: {e}") from e
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise EnvironmentProblem(f"could not run {cmd[0]}: {e}") from None
     if res.returncode != 0:
         kept = cache_root() / "last-failed-build.log"
         try:
             shutil.copy2(log, kept)
         except OSError:
             kept = log
-        tail = log.read_text(errors="replace").splitlines()[-25:]
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
         raise EnvironmentProblem(
-            "building the bitexport kernels failed (" + " ".join(cmd[:2]) + " ...); full log: "
-            f"{kept}. Last lines:\n" + "\n".join(tail) + "\nFix the compiler/CMake setup shown "
-            "above, or point BITEXPORT_KERNELS_LIB at a prebuilt libbitexport_kernels."
+            f"building {what} failed ({' '.join(cmd[:2])} ...); full log: {kept}. Last lines:\n{tail}\n{fix}"
         )
 
 
@@ -248,8 +252,8 @@ def build_kernels(dest_dir: Path | None = None, *, quiet: bool = False) -> Path:
         ]
         if ninja:
             cfg += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
-        _run(cfg, tmp, log)
-        _run([cmake, "--build", str(build), "--parallel", "2"], tmp, log)
+        run_build_step(cfg, tmp, log)
+        run_build_step([cmake, "--build", str(build), "--parallel", "2"], tmp, log)
         built = build / _lib_filename()
         if not built.is_file():
             raise EnvironmentProblem(

@@ -17,27 +17,14 @@ import pytest
 import torch
 
 from bitexport.formats import load_model
+from bitexport.bundle.held_text import HELD_TEXT
 from bitexport.model.bitlinear import BitLinear
 from bitexport.train import main, register
 from bitexport.train.data import split_text
 from bitexport.train.models import build_model
 
-VERSE = """\
-Shall I compare thee to a summer's day?
-Thou art more lovely and more temperate:
-Rough winds do shake the darling buds of May,
-And summer's lease hath all too short a date;
-Sometime too hot the eye of heaven shines,
-And often is his gold complexion dimm'd;
-And every fair from fair sometime declines,
-By chance or nature's changing course untrimm'd;
-But thy eternal summer shall not fade,
-Nor lose possession of that fair thou ow'st;
-Nor shall death brag thou wander'st in his shade,
-When in eternal lines to time thou grow'st:
-So long as men can breathe or eyes can see,
-So long lives this, and this gives life to thee.
-"""
+# one sonnet of verify's held text (a second copy of it here would drift)
+VERSE = HELD_TEXT.split("\n\n")[0] + "\n"
 
 TINY = [
     "--vocab-size", "320", "--hidden-size", "64", "--intermediate-size", "128", "--layers", "2",
