@@ -48,6 +48,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bitexport.model.config import ModelConfig
+
 DATA_PATH = Path(__file__).with_name("phone_model_data.json")
 LABEL = "MODEL, not measurement"
 
@@ -618,6 +620,17 @@ def load_data(path: Path = DATA_PATH) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def _figures(result: dict) -> dict:
+    """What the data file keeps of one llvm-mca analysis."""
+    return {
+        "flags": result["flags"], "compiler": result["compiler"], "llvm_mca_version": result["llvm_mca_version"],
+        "weights_per_iteration": result["weights_per_iteration"],
+        "tokens_per_iteration": result["tokens_per_iteration"],
+        "cycles_per_iteration": {c: v["cycles_per_iteration"] for c, v in result["per_cpu"].items()},
+        "loop": result["loop"], "figures_from": "recomputed",
+    }
+
+
 def refresh_our_kernels(data: dict | None = None, specs: dict[str, KernelSpec] | None = None,
                         llvm_mca: str | None = None) -> dict:
     """Recompute our loops' cycles per weight (in place in `data['our_kernels']`) when llvm-mca and an
@@ -635,33 +648,15 @@ def refresh_our_kernels(data: dict | None = None, specs: dict[str, KernelSpec] |
         if specs is STANDIN_KERNELS and entry.get("stand_in") is False:
             continue  # the real kernel's figures: recomputed from its source below
         result = analyse_kernel(spec, mcpus, compiler, tool)
-        entry.update({
-            "description": spec.description,
-            "function": spec.function,
-            "flags": result["flags"],
-            "compiler": result["compiler"],
-            "llvm_mca_version": result["llvm_mca_version"],
-            "weights_per_iteration": result["weights_per_iteration"],
-            "tokens_per_iteration": result["tokens_per_iteration"],
-            "cycles_per_iteration": {c: v["cycles_per_iteration"] for c, v in result["per_cpu"].items()},
-            "loop": result["loop"],
-            "stand_in": specs is STANDIN_KERNELS,
-            "figures_from": "recomputed",
-        })
+        entry.update({"description": spec.description, "function": spec.function,
+                      "stand_in": specs is STANDIN_KERNELS, **_figures(result)})
     if specs is STANDIN_KERNELS and tool is not None and compiler is not None and arm_kernel_source().is_file():
-        mcpus_real = mcpus
         for name, (function, march, tokens) in REAL_KERNELS.items():
-            result = analyse_kernel(real_kernel_spec(arm_kernel_source(), function, march, tokens), mcpus_real,
+            result = analyse_kernel(real_kernel_spec(arm_kernel_source(), function, march, tokens), mcpus,
                                     compiler, tool)
             data["our_kernels"].setdefault(name, {}).update({
                 "label": f"tq2 {function} (runtime_ops/csrc/tq2_kernel_arm.cpp)", "function": function,
-                "source": "runtime_ops/csrc/tq2_kernel_arm.cpp", "stand_in": False, "flags": result["flags"],
-                "compiler": result["compiler"], "llvm_mca_version": result["llvm_mca_version"],
-                "weights_per_iteration": result["weights_per_iteration"],
-                "tokens_per_iteration": result["tokens_per_iteration"],
-                "cycles_per_iteration": {c: v["cycles_per_iteration"] for c, v in result["per_cpu"].items()},
-                "loop": result["loop"], "figures_from": "recomputed",
-            })
+                "source": "runtime_ops/csrc/tq2_kernel_arm.cpp", "stand_in": False, **_figures(result)})
     return data
 
 
@@ -670,23 +665,15 @@ def refresh_our_kernels(data: dict | None = None, specs: dict[str, KernelSpec] |
 # --------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Shape:
-    name: str
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    tie_word_embeddings: bool = True
+class Shape(ModelConfig):
+    """A modelled shape: bitexport's own ModelConfig, with a name for the table."""
+
+    name: str = ""
 
     @property
     def linears(self) -> list[tuple[int, int]]:
         """(out_features N, in_features K) of one layer's ternary linears."""
-        h, i, q, kv = self.hidden_size, self.intermediate_size, self.num_heads * self.head_dim, \
-            self.num_kv_heads * self.head_dim
-        return [(q, h), (kv, h), (kv, h), (h, q), (i, h), (i, h), (h, i)]
+        return list(self.linear_shapes().values())
 
     @property
     def ternary_weights(self) -> int:
@@ -703,7 +690,7 @@ class Shape:
 
 def shapes(data: dict | None = None) -> dict[str, Shape]:
     data = data or load_data()
-    return {k: Shape(k, **{f: v for f, v in s.items() if not f.startswith("_")}) for k, s in data["shapes"].items()}
+    return {k: Shape(name=k, **{f: v for f, v in s.items() if not f.startswith("_")}) for k, s in data["shapes"].items()}
 
 
 def ternary_bytes(shape: Shape, fmt: dict) -> float:
@@ -956,12 +943,7 @@ def main(argv: list[str] | None = None) -> int:
             entry = data["our_kernels"].setdefault(args.as_kernel, {})
             entry.update({
                 "label": f"tq2 {args.kernel_function} ({args.kernel_source})", "function": args.kernel_function,
-                "source": str(args.kernel_source), "stand_in": False, "flags": result["flags"],
-                "compiler": result["compiler"], "llvm_mca_version": result["llvm_mca_version"],
-                "weights_per_iteration": result["weights_per_iteration"],
-                "tokens_per_iteration": result["tokens_per_iteration"],
-                "cycles_per_iteration": {c: v["cycles_per_iteration"] for c, v in result["per_cpu"].items()},
-                "loop": result["loop"], "figures_from": "recomputed"})
+                "source": str(args.kernel_source), "stand_in": False, **_figures(result)})
     if args.save:
         DATA_PATH.write_text(json.dumps(data, indent=1) + "\n")
     rows = predict(data)
