@@ -133,20 +133,8 @@ void quantize_portable(const float* x, int64_t m, int64_t k, int64_t kp, int8_t*
     }
     const float mclamped = mx < 1e-5f ? 1e-5f : mx;
     const float st = 127.0f / mclamped;
-    int32_t sum = 0;
-    for (int64_t i = 0; i < k; ++i) {
-      const float prod = xr[i] * st;
-      float v = std::nearbyint(prod);
-      v = v < -128.0f ? -128.0f : (v > 127.0f ? 127.0f : v);
-      const int32_t q = v == v ? static_cast<int32_t>(v) : 0;  // NaN input: 0, never UB
-      qr[i] = static_cast<int8_t>(q);
-      sum += q;
-    }
-    for (int64_t i = k; i < kp; ++i) {
-      qr[i] = 0;
-    }
     s[t] = st;
-    xsum[t] = sum;
+    xsum[t] = quantize_scalar(xr, st, qr, 0, k, kp);
   }
 }
 

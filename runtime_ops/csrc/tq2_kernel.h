@@ -5,6 +5,7 @@
  */
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "tq2_layout.h"
@@ -117,6 +118,25 @@ void groups_neon_i8mm(const QuantizedActs& a, const uint8_t* packed, const float
 bool cpu_has_neon_dotprod();
 bool cpu_has_neon_i8mm();
 #endif
+
+// The scalar quantizer every path shares (the whole row in the portable path, the tail past the
+// last full vector in the SIMD ones): xq = clamp(round_half_even(x * s), -128, 127) for
+// k in [begin, end), zeros up to kp; returns the sum of the codes written.
+inline int32_t quantize_scalar(const float* xr, float st, int8_t* qr, int64_t begin, int64_t end, int64_t kp) {
+  int32_t sum = 0;
+  for (int64_t i = begin; i < end; ++i) {
+    const float prod = xr[i] * st;
+    float v = std::nearbyint(prod);
+    v = v < -128.0f ? -128.0f : (v > 127.0f ? 127.0f : v);
+    const int32_t q = v == v ? static_cast<int32_t>(v) : 0;  // NaN input: 0, never UB
+    qr[i] = static_cast<int8_t>(q);
+    sum += q;
+  }
+  for (int64_t i = end; i < kp; ++i) {
+    qr[i] = 0;
+  }
+  return sum;
+}
 
 // The output step shared by every path: y = ((float)acc / s) * scale, written so that no
 // compiler contracts it (the sources are also built with -ffp-contract=off).

@@ -146,17 +146,7 @@ BX_AVX2 void quantize_avx2(const float* x, int64_t m, int64_t k, int64_t kp, int
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(qr + i), b);
     }
     int32_t sum = hsum_epi32(vsum);
-    for (; i < k; ++i) {
-      const float prod = xr[i] * st;
-      float v = std::nearbyint(prod);
-      v = v < -128.0f ? -128.0f : (v > 127.0f ? 127.0f : v);
-      const int32_t q = v == v ? static_cast<int32_t>(v) : 0;
-      qr[i] = static_cast<int8_t>(q);
-      sum += q;
-    }
-    for (; i < kp; ++i) {
-      qr[i] = 0;
-    }
+    sum += quantize_scalar(xr, st, qr, i, k, kp);
     s[t] = st;
     xsum[t] = sum;
   }
