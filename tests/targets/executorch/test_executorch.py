@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -546,6 +547,52 @@ def test_int4_head_is_groupwise_int4_within_expected_error(onebit_model):
     err = float(((dequantized_head(model) - w).pow(2).mean() / w.pow(2).mean()).sqrt())
     print(f"int4 head: rms weight error {err:.3f}")
     assert err < 0.11
+
+
+def test_int8_head_is_symmetric_int8_per_row(onebit_model):
+    """--head int8: codes round(w / s) clipped to [-128, 127] with s = max|w_row| / 127.5 (torchao's
+    symmetric int8 grid, checked against numpy): each weight is within s/2."""
+    from bitexport.targets.executorch.passes.head import dequantized_head, head_label, quantize_head
+
+    model = copy.deepcopy(load_model(onebit_model, MAX_SEQ).model)
+    w = model.lm_head.weight.detach().double().numpy()
+    quantize_head(model, "int8")
+    q = model.lm_head.weight
+    scale = np.abs(w).max(axis=1) / 127.5
+    assert np.allclose(q.scale.double().numpy().reshape(-1), scale, rtol=1e-6, atol=0)
+    # in float32 and by the reciprocal, as the quantizer does: the row's -max lands on -127.5,
+    # a tie that a division would round the other way
+    w32, s32 = w.astype(np.float32), q.scale.numpy().reshape(-1, 1).astype(np.float32)
+    codes = np.clip(np.round(w32 * (np.float32(1) / s32)), -128, 127)
+    assert np.array_equal(q.qdata.numpy(), codes.astype(np.int8))
+    # the clipped +max (127.5 steps) is off by half a step too, give or take float32 rounding
+    assert np.all(np.abs(dequantized_head(model).double().numpy() - w) <= s32 * (0.5 + 1e-4))
+    assert head_label("int8", w.shape[1]) == "int8-per-row"
+
+
+def test_tq2_pte_with_int8_head_computes_its_lowered_module(onebit_model, tmp_path):
+    """A tq2 .pte with --head int8 (XNNPACK's qc8w GEMM, int8 dynamic activations): greedy tokens
+    and logits of its lowered module (exact tolerance), and within INT4_RTOL of the reference that
+    holds the int8 head's dequantized weights (the head's activation quantization is the difference)."""
+    from bitexport.targets.executorch.passes.head import dequantized_head
+    from bitexport.targets.executorch.runner import ExecutorchRunner
+    from bitexport.targets.executorch.target import lower_decoder
+
+    loaded = load_model(onebit_model, MAX_SEQ)
+    options = ExecutorchConfig(weights="tq2", head="int8")
+    [artifact] = get_target("executorch").emit(loaded, options, tmp_path)
+    assert artifact.details["head"] == "int8-per-row"
+    lowered = lower_decoder(load_model(onebit_model, MAX_SEQ), options)
+    runner = ExecutorchRunner(tmp_path / artifact.path, loaded.config.eos_token_ids,
+                              needs=artifact.details["custom_kernels"])
+    want = greedy_generate(lowered, PROMPT, STEPS).tokens
+    assert len(want) == STEPS and runner.generate(PROMPT, STEPS).tokens == want
+    _check_exact_logits("tq2 + int8 head vs its module", _logit_diffs(runner, lowered, PROMPT, want))
+    ref = _reference(onebit_model, dequantized_head(lowered))
+    diffs = _logit_diffs(runner, ref, PROMPT, want)
+    worst = max(d / r for d, r in diffs)
+    print(f"int8 head: max |d logit| / range vs the reference {worst:.3f}")
+    assert worst <= INT4_RTOL
 
 
 def test_int4_weights_are_the_ternary_codes_exactly(onebit_model):
