@@ -61,7 +61,9 @@ def write_gguf(
     extra_tensors: dict[str, np.ndarray] | None = None,
     chat_template: str | None = None,
     metadata: dict | None = None,
+    embedding_type: str = "F32",
 ) -> Path:
+    """`embedding_type` (F32, F16, BF16) for token_embd and output: F32 keeps the source's values."""
     cfg = loaded.config
     model = loaded.model
     qtype = GGMLQuantizationType[kind]
@@ -93,10 +95,17 @@ def write_gguf(
     def f32(t: torch.Tensor) -> np.ndarray:
         return t.detach().float().numpy().astype(np.float32)
 
-    w.add_tensor("token_embd.weight", f32(model.embed_tokens.weight).astype(np.float16))
+    def matrix(name: str, t: torch.Tensor) -> None:
+        if embedding_type == "BF16":  # numpy has no bfloat16: its bytes, as GGUFWriter takes raw types
+            raw = t.detach().to(torch.bfloat16).view(torch.int16).numpy().view(np.uint8)
+            w.add_tensor(name, raw, raw_dtype=GGMLQuantizationType.BF16)
+        else:
+            w.add_tensor(name, f32(t).astype(np.float16 if embedding_type == "F16" else np.float32))
+
+    matrix("token_embd.weight", model.embed_tokens.weight)
     w.add_tensor("output_norm.weight", f32(model.norm.weight))
     if model.lm_head is not None:
-        w.add_tensor("output.weight", f32(model.lm_head.weight).astype(np.float16))
+        matrix("output.weight", model.lm_head.weight)
     for i, layer in enumerate(model.layers):
         w.add_tensor(f"blk.{i}.attn_norm.weight", f32(layer.input_layernorm.weight))
         w.add_tensor(f"blk.{i}.ffn_norm.weight", f32(layer.post_attention_layernorm.weight))
