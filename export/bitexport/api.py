@@ -62,16 +62,18 @@ def export(
     config: TargetConfig | Iterable[TargetConfig] | None = None,
     max_seq_len: int | None = None,
     force: bool = False,
+    revision: str | None = None,
 ) -> Bundle:
-    """Export the model folder `model` for `target` (a platform: android, ios, desktop, or a target
-    name) into the bundle folder `out`; `config` holds each target's options (defaults otherwise)."""
+    """Export `model` (a model folder, a GGUF file, or a Hugging Face Hub id at `revision`) for
+    `target` (a platform: android, ios, desktop, or a target name) into the bundle folder `out`;
+    `config` holds each target's options (defaults otherwise)."""
     out = Path(out)
     check_destination(out, force)
     configs = resolve_configs(target, config)
     targets = targets_for(target)
     t0 = time.perf_counter()
     with step(f"loading {model}"):
-        loaded = load_model(model, max_seq_len)
+        loaded = load_model(model, max_seq_len, revision=revision)
     for t in targets:
         t.check(loaded, configs[t.name])
     with staged_bundle(out, force) as tmp:
@@ -82,7 +84,9 @@ def export(
                 artifacts += t.emit(loaded, cfg, tmp)
         shutil.copyfile(loaded.tokenizer_path, tmp / "tokenizer.json")
         eos = list(loaded.config.eos_token_ids)
-        chat = chat_fields(loaded.source_path, tmp / "tokenizer.json", loaded.config.bos_token_id, eos,
+        # the folder beside tokenizer.json holds tokenizer_config.json / generation_config.json: the
+        # model folder, or for a GGUF the folder its converted tokenizer was written to
+        chat = chat_fields(loaded.tokenizer_path.parent, tmp / "tokenizer.json", loaded.config.bos_token_id, eos,
                            tokenizer_adds_bos(tmp / "tokenizer.json", loaded.config.bos_token_id))
         write_manifest(
             tmp,

@@ -14,6 +14,8 @@ from bitexport.errors import BitexportError, InputError
 
 DEMO_MODEL = Path(__file__).resolve().parent / "demo_model"
 DEFAULT_PROMPT = "ROMEO:"
+REVISION_HELP = ("branch, tag or commit of a Hugging Face Hub id (default: main); a local path always wins over an id; "
+                 "HF_HUB_OFFLINE=1 resolves ids from the local cache only")
 
 
 def _default_model(model: str | None) -> str:
@@ -22,6 +24,19 @@ def _default_model(model: str | None) -> str:
     if (DEMO_MODEL / "config.json").is_file():
         return str(DEMO_MODEL)
     raise InputError("no MODEL given and this install has no bundled demo model; pass a model folder")
+
+
+def _local(spec: str, revision: str | None) -> str:
+    """A Hub id resolved to its local snapshot folder (a local path wins; see formats/hub.py)."""
+    from bitexport.formats.hub import resolve_model
+
+    return str(resolve_model(spec, revision))
+
+
+def _bundle_name(spec: str) -> str:
+    """bundles/<this>-<target>: the folder's, the GGUF file's (without .gguf) or the Hub repository's name."""
+    name = Path(spec).resolve().name
+    return name[: -len(".gguf")] if name.lower().endswith(".gguf") else name
 
 
 def _config_options() -> dict[str, list]:
@@ -80,8 +95,9 @@ def configs_from_args(args: argparse.Namespace) -> list:
 def _cmd_export(args: argparse.Namespace) -> int:
     from bitexport.api import export
 
-    model = _default_model(args.model)
-    out = Path(args.output) if args.output else Path("bundles") / f"{Path(model).resolve().name}-{args.target}"
+    spec = _default_model(args.model)
+    out = Path(args.output) if args.output else Path("bundles") / f"{_bundle_name(spec)}-{args.target}"
+    model = _local(spec, args.revision)
     export(model, args.target, out, config=configs_from_args(args), max_seq_len=args.max_seq_len, force=args.force)
     print(out)
     return 0
@@ -90,7 +106,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from bitexport.bundle.describe import describe, format_description
 
-    d = describe(args.path)
+    d = describe(_local(args.path, args.revision))
     print(json.dumps(d, indent=2) if args.json else format_description(d))
     return 0
 
@@ -102,7 +118,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise InputError("--max-new-tokens must be at least 1")
     from bitexport.runtime.open import open_runner
 
-    runner, tok_path = open_runner(_default_model(args.path), args.threads, emulate=args.emulate)
+    path = _local(_default_model(args.path), args.revision)
+    runner, tok_path = open_runner(path, args.threads, emulate=args.emulate)
     codec = TextCodec(tok_path)
     prompt_ids = codec.encode(args.prompt)
     gen = runner.generate(prompt_ids, args.max_new_tokens)
@@ -136,7 +153,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     if args.max_new_tokens < 1:
         raise InputError("--max-new-tokens must be at least 1")
-    report = verify_bundle(args.bundle, args.model, args.max_new_tokens, args.allow_no_reference, emulate=args.emulate)
+    model = _local(args.model, args.revision) if args.model else None
+    if args.revision and not args.model:
+        raise InputError("--revision applies to --model (a Hugging Face Hub id); pass --model too")
+    report = verify_bundle(args.bundle, model, args.max_new_tokens, args.allow_no_reference, emulate=args.emulate)
     print(format_report(report))
     return report.exit_code
 
@@ -176,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export a model folder to a bundle for a target platform",
                        description="Load MODEL, lower its ternary layers for the target and write a bundle "
                        "(artifacts, tokenizer.json, manifest.json) atomically.")
-    e.add_argument("model", nargs="?", metavar="MODEL", help="model folder (default: the bundled demo model)")
+    e.add_argument("model", nargs="?", metavar="MODEL",
+                   help="model folder, GGUF file or Hugging Face Hub id (default: the bundled demo model)")
+    e.add_argument("--revision", default=None, help=REVISION_HELP)
     e.add_argument("--target", "-t", required=True, choices=list(PLATFORMS),
                    help="android/executorch: .pte; ios: .pte + .mlpackage; coreml: .mlpackage; desktop/onnx: ONNX")
     e.add_argument("--max-seq-len", type=int, default=None, help="KV-cache length in tokens (default: min(512, model's))")
@@ -186,12 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_export)
 
     i = sub.add_parser("inspect", help="describe a model folder or a bundle")
-    i.add_argument("path", metavar="PATH", help="model folder or bundle folder")
+    i.add_argument("path", metavar="PATH", help="model folder, GGUF file, Hugging Face Hub id or bundle folder")
+    i.add_argument("--revision", default=None, help=REVISION_HELP)
     i.add_argument("--json", action="store_true", help="print JSON instead of text")
     i.set_defaults(func=_cmd_inspect)
 
     r = sub.add_parser("run", help="generate text with a bundle (desktop runtime) or a model folder (PyTorch reference)")
-    r.add_argument("path", nargs="?", metavar="PATH", help="bundle or model folder (default: the bundled demo model)")
+    r.add_argument("path", nargs="?", metavar="PATH",
+                   help="bundle, model folder, GGUF file or Hugging Face Hub id (default: the bundled demo model)")
+    r.add_argument("--revision", default=None, help=REVISION_HELP)
     r.add_argument("--prompt", "-p", default=DEFAULT_PROMPT, help=f"prompt text (default {DEFAULT_PROMPT!r})")
     r.add_argument("--max-new-tokens", "-n", type=int, default=64, help="tokens to generate (default 64)")
     r.add_argument("--threads", type=int, default=None, help="CPU threads (default: the runtime's)")
@@ -203,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="check a bundle's hashes and score its artifacts' tokens, logits and perplexity under the PyTorch reference (exit 1: FAILED or not compared)")
     v.add_argument("bundle", metavar="BUNDLE")
-    v.add_argument("--model", help="source model folder (default: the path recorded in the manifest)")
+    v.add_argument("--model", help="source model folder, GGUF file or Hub id (default: the path recorded in the manifest)")
+    v.add_argument("--revision", default=None, help=REVISION_HELP)
     v.add_argument("--max-new-tokens", "-n", type=int, default=32, help="greedy tokens to compare (default 32)")
     v.add_argument("--allow-no-reference", action="store_true",
                    help="exit 0 when the source model is missing (tokens are then reported 'not compared')")

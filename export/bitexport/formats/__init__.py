@@ -1,17 +1,21 @@
-"""load: a model folder in, one LoadedModel out. One module per checkpoint format."""
+"""load: a model folder, a GGUF file or a Hub id in, one LoadedModel out. One module per checkpoint format."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from bitexport.errors import InputError
-from bitexport.formats import hf_bitnet, onebit_llm
+from bitexport.formats import gguf_model, hf_bitnet, onebit_llm
 from bitexport.formats.common import LoadedModel, StoredFormat
 from bitexport.formats.folder import ModelFolder, open_folder
+from bitexport.formats.hub import resolve_model
 
 DEFAULT_MAX_SEQ_LEN = 512
 
-SUPPORTED = "model_type 'bitnet' (BitNetForCausalLM) or model_type 'llama' with architectures ['BitnetForCausalLM'] (1bitLLM)"
+SUPPORTED = (
+    "model_type 'bitnet' (BitNetForCausalLM) or model_type 'llama' with architectures ['BitnetForCausalLM'] (1bitLLM), "
+    "or a GGUF file (architectures 'bitnet', 'llama'; TQ1_0/TQ2_0 linears)"
+)
 
 
 def detect_format(folder: ModelFolder) -> str:
@@ -28,16 +32,32 @@ def detect_format(folder: ModelFolder) -> str:
     )
 
 
-def load_model(path: str | Path, max_seq_len: int | None = None) -> LoadedModel:
-    """Read, validate and build the model in `path`; the KV cache holds `max_seq_len` positions."""
+def is_model_input(path: str | Path) -> bool:
+    """A model folder (config.json) or a GGUF file: what load_model reads from a local path."""
+    p = Path(path)
+    return (p / "config.json").is_file() or gguf_model.is_gguf(p)
+
+
+def load_model(path: str | Path, max_seq_len: int | None = None, *, revision: str | None = None) -> LoadedModel:
+    """Read, validate and build the model `path` names (a model folder, a GGUF file, or a Hub id
+    when no such local path exists); the KV cache holds `max_seq_len` positions."""
+    path = resolve_model(path, revision)
+    if gguf_model.is_gguf(path):
+        f = gguf_model.open_gguf(path)
+        cfg = gguf_model.parse_config(f)
+        return gguf_model.load(f, cfg, _seq_len(max_seq_len, cfg.max_position_embeddings))
     folder = open_folder(path)
     fmt = detect_format(folder)
-    if max_seq_len is None:
-        max_seq_len = min(DEFAULT_MAX_SEQ_LEN, int(folder.config.get("max_position_embeddings", DEFAULT_MAX_SEQ_LEN)))
-    if max_seq_len < 2:
-        raise InputError(f"--max-seq-len must be at least 2 (got {max_seq_len})")
+    max_seq_len = _seq_len(max_seq_len, int(folder.config.get("max_position_embeddings", DEFAULT_MAX_SEQ_LEN)))
     module = hf_bitnet if fmt == "hf-bitnet" else onebit_llm
     return module.load(folder, max_seq_len)
 
 
-__all__ = ["LoadedModel", "StoredFormat", "detect_format", "load_model", "open_folder"]
+def _seq_len(asked: int | None, context: int) -> int:
+    n = min(DEFAULT_MAX_SEQ_LEN, context) if asked is None else asked
+    if n < 2:
+        raise InputError(f"--max-seq-len must be at least 2 (got {n})")
+    return n
+
+
+__all__ = ["LoadedModel", "StoredFormat", "detect_format", "is_model_input", "load_model", "open_folder", "resolve_model"]

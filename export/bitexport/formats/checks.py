@@ -31,8 +31,8 @@ def refuse_unused(table: TensorTable) -> None:
     listed = ", ".join(repr(n) for n in extra[:UNUSED_LISTED])
     more = f" and {len(extra) - UNUSED_LISTED} more" if len(extra) > UNUSED_LISTED else ""
     raise InputError(
-        f"{table.source}: {len(extra)} tensor(s) that config.json's architecture does not use: {listed}{more}; "
-        "bitexport would drop them and compute a different network: use a checkpoint whose config.json "
+        f"{table.source}: {len(extra)} tensor(s) that {table.described_by}'s architecture does not use: {listed}{more}; "
+        f"bitexport would drop them and compute a different network: use a checkpoint whose {table.described_by} "
         "describes all of its weights"
     )
 
@@ -42,8 +42,8 @@ def tied_copy_of_embedding(table: TensorTable, emb: torch.Tensor) -> None:
     head = table.take("lm_head.weight", tuple(emb.shape))
     if not torch.equal(head, emb):
         raise InputError(
-            f"{table.source}: tensor 'lm_head.weight' differs from the embedding though config.json says "
-            "tie_word_embeddings=true; set tie_word_embeddings to false in config.json"
+            f"{table.source}: tensor 'lm_head.weight' differs from the embedding though {table.described_by} says "
+            f"tie_word_embeddings=true; set tie_word_embeddings to false in {table.described_by}"
         )
 
 

@@ -31,7 +31,9 @@ class ModelFolder:
 
     @property
     def name(self) -> str:
-        return self.path.resolve().name
+        from bitexport.formats.hub import snapshot_name
+
+        return snapshot_name(self.path) or self.path.resolve().name
 
 
 def open_folder(path: str | Path) -> ModelFolder:
@@ -105,9 +107,10 @@ class TensorTable:
     `used` records every tensor the loader took, so that the loader can refuse a checkpoint
     holding tensors its architecture has no place for (they would be silently dropped)."""
 
-    def __init__(self, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    def __init__(self, tensors: dict[str, torch.Tensor], source: Path, described_by: str = "config.json") -> None:
         self.tensors = tensors
         self.source = source
+        self.described_by = described_by  # what states the architecture, for messages
         self.used: set[str] = set()
 
     def __contains__(self, name: str) -> bool:
@@ -116,14 +119,14 @@ class TensorTable:
     def take(self, name: str, shape: tuple[int, ...] | None = None) -> torch.Tensor:
         if name not in self.tensors:
             raise InputError(
-                f"{self.source}: tensor {name!r} is missing; the weights do not match config.json "
+                f"{self.source}: tensor {name!r} is missing; the weights do not match {self.described_by} "
                 "(wrong or incomplete checkpoint)"
             )
         t = self.tensors[name]
         if shape is not None and tuple(t.shape) != tuple(shape):
             raise InputError(
-                f"{self.source}: tensor {name!r} has shape {tuple(t.shape)} but config.json implies "
-                f"{tuple(shape)}; fix config.json or use the weights it belongs to"
+                f"{self.source}: tensor {name!r} has shape {tuple(t.shape)} but {self.described_by} implies "
+                f"{tuple(shape)}; fix {self.described_by} or use the weights it belongs to"
             )
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise InputError(
