@@ -23,7 +23,7 @@ from bitexport.bundle.store import (
     Bundle, check_destination, read_bundle, staged_bundle, tokenizer_adds_bos, write_manifest,
 )
 from bitexport.errors import TargetError
-from bitexport.formats import LoadedModel, load_model
+from bitexport.formats import LoadedModel, LoadOptions, load_model
 from bitexport.log import step
 from bitexport.targets import TargetConfig, config_class, platform_targets, targets_for
 
@@ -62,6 +62,7 @@ def export(
     config: TargetConfig | Iterable[TargetConfig] | None = None,
     max_seq_len: int | None = None,
     force: bool = False,
+    load: LoadOptions = LoadOptions(),
 ) -> Bundle:
     """Export the model folder `model` for `target` (a platform: android, ios, desktop, or a target
     name) into the bundle folder `out`; `config` holds each target's options (defaults otherwise)."""
@@ -71,7 +72,7 @@ def export(
     targets = targets_for(target)
     t0 = time.perf_counter()
     with step(f"loading {model}"):
-        loaded = load_model(model, max_seq_len)
+        loaded = load_model(model, max_seq_len, load)
     for t in targets:
         t.check(loaded, configs[t.name])
     with staged_bundle(out, force) as tmp:
