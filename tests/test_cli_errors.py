@@ -58,11 +58,21 @@ def test_unknown_model_type(capsys, copy_of):
 def test_unknown_architecture(capsys, copy_of):
     m = copy_of()
     cfg = json.loads((m / "config.json").read_text())
-    cfg["model_type"] = "llama"
-    cfg["architectures"] = ["LlamaForCausalLM"]
+    cfg["model_type"] = "mistral"  # (a Llama with quant_method bitnet is a supported format now)
+    cfg["architectures"] = ["MistralForCausalLM"]
     (m / "config.json").write_text(json.dumps(cfg))
     code, _, err = run_cli(capsys, "inspect", str(m))
-    assert_one_line_error(code, err, "LlamaForCausalLM", "BitnetForCausalLM")
+    assert_one_line_error(code, err, "MistralForCausalLM", "BitnetForCausalLM", "quant_method 'bitnet'")
+
+
+def test_plain_llama_without_bitnet_quantization_names_ternarize(capsys, copy_of):
+    m = copy_of()
+    cfg = json.loads((m / "config.json").read_text())
+    cfg.update(model_type="llama", architectures=["LlamaForCausalLM"])
+    del cfg["quantization_config"]
+    (m / "config.json").write_text(json.dumps(cfg))
+    code, _, err = run_cli(capsys, "inspect", str(m))
+    assert_one_line_error(code, err, "--ternarize")
 
 
 def test_truncated_safetensors(capsys, copy_of):

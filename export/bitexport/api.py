@@ -23,7 +23,7 @@ from bitexport.bundle.store import (
     Bundle, check_destination, read_bundle, staged_bundle, tokenizer_adds_bos, write_manifest,
 )
 from bitexport.errors import TargetError
-from bitexport.formats import LoadedModel, load_model
+from bitexport.formats import LoadedModel, LoadOptions, load_model
 from bitexport.log import step
 from bitexport.targets import TargetConfig, config_class, platform_targets, targets_for
 
@@ -62,6 +62,7 @@ def export(
     config: TargetConfig | Iterable[TargetConfig] | None = None,
     max_seq_len: int | None = None,
     force: bool = False,
+    load: LoadOptions = LoadOptions(),
     revision: str | None = None,
 ) -> Bundle:
     """Export `model` (a model folder, a GGUF file, or a Hugging Face Hub id at `revision`) for
@@ -73,7 +74,7 @@ def export(
     targets = targets_for(target)
     t0 = time.perf_counter()
     with step(f"loading {model}"):
-        loaded = load_model(model, max_seq_len, revision=revision)
+        loaded = load_model(model, max_seq_len, load, revision=revision)
     for t in targets:
         t.check(loaded, configs[t.name])
     with staged_bundle(out, force) as tmp:

@@ -98,7 +98,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     spec = _default_model(args.model)
     out = Path(args.output) if args.output else Path("bundles") / f"{_bundle_name(spec)}-{args.target}"
     model = _local(spec, args.revision)
-    export(model, args.target, out, config=configs_from_args(args), max_seq_len=args.max_seq_len, force=args.force)
+    from bitexport.formats import LoadOptions
+
+    export(model, args.target, out, config=configs_from_args(args), max_seq_len=args.max_seq_len, force=args.force,
+           load=LoadOptions(ternarize=args.ternarize))
     print(out)
     return 0
 
@@ -204,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-seq-len", type=int, default=None, help="KV-cache length in tokens (default: min(512, model's))")
     e.add_argument("-o", "--output", help="bundle folder (default: bundles/<model>-<target>)")
     e.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    e.add_argument("--ternarize", action="store_true",
+                   help="absmean-ternarize the linears of a full-precision (e.g. bf16) BitNet-trained checkpoint at load, "
+                   "as transformers' online mode does (Falcon-E's prequantized revision)")
     _add_config_flags(e)
     e.set_defaults(func=_cmd_export)
 

@@ -112,14 +112,16 @@ class VerifyReport:
 
 def _reference_runner(bundle: Bundle, model: str | Path | None):
     """(ReferenceRunner, its folder) or (None, why not)."""
-    from bitexport.formats import is_model_input, load_model
+    from bitexport.formats import LoadOptions, is_model_input, load_model
     from bitexport.runtime.reference import ReferenceRunner
 
     path = Path(model) if model else Path(bundle.manifest["source"].get("path", ""))
     if not is_model_input(path):
         how = "" if model else " (the path recorded in the manifest)"
         return None, f"source model not found at {path}{how}; pass --model MODEL to compare tokens"
-    return ReferenceRunner(load_model(path, bundle.max_seq_len)), str(path)
+    # a checkpoint exported with --ternarize is read the same way again
+    options = LoadOptions(ternarize=bool(bundle.manifest["source"].get("ternarize", False)))
+    return ReferenceRunner(load_model(path, bundle.max_seq_len, options)), str(path)
 
 
 def check_artifact(check: ArtifactCheck, runner, reference, prompt: list[int], held: list[int], max_new_tokens: int) -> None:

@@ -15,6 +15,7 @@ from bitexport.formats.checks import refuse_unused, tied_copy_of_embedding
 from bitexport.formats.folder import TensorTable
 from bitexport.model.bitlinear import BitLinear
 from bitexport.model.decoder import BitNetDecoder
+from bitexport.model.rope import Llama3Rope
 
 # Reads one ternary linear: (tensor-name prefix, (out, in)) -> (int8 codes [out, in], scale [1]).
 LinearReader = Callable[[str, tuple[int, int]], tuple[torch.Tensor, torch.Tensor]]
@@ -66,20 +67,49 @@ def eos_ids(raw: dict) -> tuple[int, ...]:
     return tuple(eos) if isinstance(eos, list) else (int(eos),)
 
 
+ROPE_TYPES = ("default", "llama3")
+LLAMA3_FIELDS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+def _rope_fields(raw: dict) -> dict:
+    # transformers 5 writes `rope_parameters` (type, theta and scaling in one); 4.x `rope_scaling`
+    return raw.get("rope_parameters") or raw.get("rope_scaling") or {}
+
+
 def rope_theta(raw: dict, default: float) -> float:
-    params = raw.get("rope_parameters") or {}
-    scaling = raw.get("rope_scaling") or {}
-    kind = params.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
-    if kind not in ("default", None):
-        raise InputError(f"rope type {kind!r} is not supported (only plain RoPE); use a checkpoint with default RoPE")
-    return _positive(raw.get("rope_theta", params.get("rope_theta", default)), "rope_theta")
+    return positive_number(raw.get("rope_theta", _rope_fields(raw).get("rope_theta", default)), "rope_theta")
+
+
+def rope_scaling(raw: dict, src: Path) -> Llama3Rope | None:
+    """None for plain RoPE, Llama 3's scaling for rope_type "llama3"; any other type is refused."""
+    fields = _rope_fields(raw)
+    kind = fields.get("rope_type", fields.get("type", "default"))
+    if kind in ("default", None):
+        return None
+    if kind != "llama3":
+        raise InputError(
+            f"{src}/config.json: rope scaling type {kind!r} is not supported (bitexport implements "
+            f"{' and '.join(ROPE_TYPES)}); use a checkpoint with one of those"
+        )
+    missing = [k for k in LLAMA3_FIELDS if k not in fields]
+    if missing:
+        raise InputError(f"{src}/config.json: llama3 rope scaling lacks {', '.join(missing)}; fix config.json")
+    try:
+        return Llama3Rope(
+            factor=float(fields["factor"]),
+            low_freq_factor=float(fields["low_freq_factor"]),
+            high_freq_factor=float(fields["high_freq_factor"]),
+            original_max_position_embeddings=int(fields["original_max_position_embeddings"]),
+        )
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{src}/config.json: {e}; fix config.json") from None
 
 
 def rms_norm_eps(raw: dict, default: float) -> float:
-    return _positive(raw.get("rms_norm_eps", default), "rms_norm_eps")
+    return positive_number(raw.get("rms_norm_eps", default), "rms_norm_eps")
 
 
-def _positive(value, key: str) -> float:
+def positive_number(value, key: str) -> float:
     try:
         x = float(value)
     except (TypeError, ValueError):
@@ -117,8 +147,13 @@ def build_decoder(
             for module, names in ((layer.self_attn, ATTENTION_LINEARS), (layer.mlp, MLP_LINEARS)):
                 kind = "self_attn" if module is layer.self_attn else "mlp"
                 for name in names:
-                    codes, scale = read_linear(f"{p}.{kind}.{name}", shapes[name])
-                    setattr(module, name, BitLinear.from_ternary(codes, scale))
+                    prefix = f"{p}.{kind}.{name}"
+                    codes, scale = read_linear(prefix, shapes[name])
+                    norm = None
+                    if cfg.linear_norm:  # use_rms_norm: the linear's own input norm
+                        norm = table.take(f"{prefix}.rms_norm.weight", (shapes[name][1],))
+                        record(stored, "norms", str(norm.dtype).removeprefix("torch."), norm, norm.numel())
+                    setattr(module, name, BitLinear.from_ternary(codes, scale, norm, cfg.linear_norm_eps))
             _norm(layer.input_layernorm, table, f"{p}.input_layernorm.weight", h, stored)
             _norm(layer.post_attention_layernorm, table, f"{p}.post_attention_layernorm.weight", h, stored)
             if cfg.attn_sub_norm:
@@ -152,6 +187,8 @@ def llama_shaped_config(
     eps_default: float,
     attn_sub_norm: bool,
     ffn_sub_norm: bool,
+    linear_norm: bool = False,
+    linear_norm_eps: float = 1e-6,
 ) -> ModelConfig:
     """The Llama-shaped fields every BitNet config.json shares; each format supplies its defaults
     (the values its reference implementation assumes when a field is absent) and its switches."""
@@ -169,6 +206,9 @@ def llama_shaped_config(
             hidden_act=act,
             rope_theta=rope_theta(raw, rope_default),
             rms_norm_eps=rms_norm_eps(raw, eps_default),
+            rope_scaling=rope_scaling(raw, src),
+            linear_norm=linear_norm,
+            linear_norm_eps=linear_norm_eps,
             attn_sub_norm=attn_sub_norm,
             ffn_sub_norm=ffn_sub_norm,
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),

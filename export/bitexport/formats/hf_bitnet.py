@@ -8,22 +8,37 @@ Scale conventions, as transformers' integrations/bitnet.py applies them:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 
 from bitexport.model.config import ModelConfig
 from bitexport.errors import InputError
 from bitexport.formats.hf_packing import unpack_rows
 from bitexport.formats.checks import positive_scale, ternarize_shadow
-from bitexport.formats.common import LoadedModel, StoredFormat, build_decoder, llama_shaped_config, record
+from bitexport.formats.common import LinearReader, positive_number, LoadedModel, StoredFormat, build_decoder, llama_shaped_config, record
 from bitexport.formats.folder import ModelFolder, TensorTable, read_tensors, require_tokenizer
 
 LINEAR_CLASSES = ("bitlinear", "autobitlinear")
 MODES = ("offline", "online")
 
 
-def parse_config(folder: ModelFolder) -> tuple[ModelConfig, str, str]:
-    raw, src = folder.config, folder.path
+@dataclass(frozen=True)
+class BitnetQuant:
+    """config.json's `quantization_config` for `quant_method: bitnet` (transformers' BitNetQuantConfig)."""
+
+    linear_class: str = "bitlinear"
+    mode: str = "offline"
+    use_rms_norm: bool = False
+    rms_norm_eps: float = 1e-6  # BitNetQuantConfig's default; the model's rms_norm_eps is not used
+    modules_to_not_convert: tuple[str, ...] | None = None
+
+
+def quant_settings(raw: dict, src: Path) -> BitnetQuant:
     q = raw.get("quantization_config") or {}
+    if not isinstance(q, dict):
+        raise InputError(f"{src}/config.json: quantization_config must be an object; fix config.json")
     if q.get("quant_method", "bitnet") != "bitnet":
         raise InputError(f"{src}: quantization_config.quant_method is {q.get('quant_method')!r}, expected 'bitnet'")
     linear_class = q.get("linear_class", "bitlinear")
@@ -32,24 +47,40 @@ def parse_config(folder: ModelFolder) -> tuple[ModelConfig, str, str]:
         raise InputError(f"{src}: linear_class {linear_class!r} is unknown; expected one of {LINEAR_CLASSES}")
     if mode not in MODES:
         raise InputError(f"{src}: quantization_mode {mode!r} is unknown; expected one of {MODES}")
-    if q.get("use_rms_norm"):
-        raise InputError(f"{src}: quantization_config.use_rms_norm=true is not supported yet; export a checkpoint without it")
+    skip = q.get("modules_to_not_convert")
+    if skip is not None and not (isinstance(skip, list) and all(isinstance(m, str) for m in skip)):
+        raise InputError(f"{src}/config.json: quantization_config.modules_to_not_convert must be a list of names; fix config.json")
+    eps = q.get("rms_norm_eps")
+    return BitnetQuant(
+        linear_class=linear_class,
+        mode=mode,
+        use_rms_norm=bool(q.get("use_rms_norm", False)),
+        rms_norm_eps=positive_number(1e-6 if eps is None else eps, "quantization_config.rms_norm_eps"),
+        modules_to_not_convert=None if skip is None else tuple(skip),
+    )
+
+
+def parse_config(folder: ModelFolder) -> tuple[ModelConfig, str, str]:
+    raw, src = folder.config, folder.path
+    q = quant_settings(raw, src)
     act = raw.get("hidden_act", "relu2")
     if act not in ("relu2", "silu"):
         raise InputError(f"{src}: hidden_act {act!r} is not supported; bitexport handles relu2 and silu")
     if raw.get("attention_bias"):
         raise InputError(f"{src}: attention_bias=true is not supported; BitNet linears have no bias")
     cfg = llama_shaped_config(
-        raw, src, act=act, rope_default=500000.0, eps_default=1e-5, attn_sub_norm=True, ffn_sub_norm=True
+        raw, src, act=act, rope_default=500000.0, eps_default=1e-5, attn_sub_norm=True, ffn_sub_norm=True,
+        linear_norm=q.use_rms_norm, linear_norm_eps=q.rms_norm_eps,
     )
-    return cfg, linear_class, mode
+    return cfg, q.linear_class, q.mode
 
 
-def load(folder: ModelFolder, max_seq_len: int) -> LoadedModel:
-    cfg, linear_class, mode = parse_config(folder)
-    tokenizer = require_tokenizer(folder)
-    table = TensorTable(read_tensors(folder), folder.path)
-    stored: dict[str, StoredFormat] = {}
+def linear_reader(
+    folder: ModelFolder, table: TensorTable, stored: dict[str, StoredFormat], linear_class: str, mode: str
+) -> LinearReader:
+    """Reads one ternary linear of a `quant_method: bitnet` checkpoint (any architecture): packed
+    uint8 codes or dense ternary values with `weight_scale` in `linear_class`'s convention, or
+    (mode "online") full-precision weights, absmean-ternarized here."""
 
     def read_linear(prefix: str, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         out, k = shape
@@ -84,6 +115,18 @@ def load(folder: ModelFolder, max_seq_len: int) -> LoadedModel:
         record(stored, "weight_scale", str(_dtype(ws)), table.tensors[f"{prefix}.weight_scale"], 1)
         scale = (1.0 / ws) if linear_class == "bitlinear" else ws
         return codes, scale.reshape(1)
+
+    return read_linear
+
+
+def load(folder: ModelFolder, max_seq_len: int, ternarize: bool = False) -> LoadedModel:
+    cfg, linear_class, mode = parse_config(folder)
+    if ternarize:  # full-precision weights, absmean-ternarized here (what online mode does)
+        mode = "online"
+    tokenizer = require_tokenizer(folder)
+    table = TensorTable(read_tensors(folder), folder.path)
+    stored: dict[str, StoredFormat] = {}
+    read_linear = linear_reader(folder, table, stored, linear_class, mode)
 
     model = build_decoder(cfg, table, read_linear, stored, max_seq_len)
     return LoadedModel(

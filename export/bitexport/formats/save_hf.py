@@ -122,3 +122,25 @@ def save_hf_bitnet(
     if Path(tokenizer_json).resolve() != (folder / "tokenizer.json").resolve():
         shutil.copyfile(tokenizer_json, folder / "tokenizer.json")
     return folder
+
+
+def save_llama_bitnet(
+    model: BitNetDecoder,
+    folder: str | Path,
+    tokenizer_json: str | Path,
+    config: dict,
+    dtype: torch.dtype = torch.bfloat16,
+) -> Path:
+    """Write `model` as a Llama-family BitNet checkpoint (`LlamaForCausalLM` + quantization_config
+    bitnet) under the given config.json, which must describe the model: its quantization_config
+    picks the scale convention and mode; the input norms of use_rms_norm are written as
+    `<linear>.rms_norm.weight`, where transformers' BitNet quantizer reads them."""
+    q = config.get("quantization_config") or {}
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = state_dict_hf(model, q.get("linear_class", "bitlinear"), q.get("quantization_mode", "offline"), dtype)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if Path(tokenizer_json).resolve() != (folder / "tokenizer.json").resolve():
+        shutil.copyfile(tokenizer_json, folder / "tokenizer.json")
+    return folder

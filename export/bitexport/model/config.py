@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from bitexport.model.rope import Llama3Rope
+
 ACTIVATIONS = ("relu2", "silu")
 
 # Names of the ternary linears inside one decoder layer, in the order a layer runs them.
@@ -18,6 +20,9 @@ class ModelConfig:
 
     `attn_sub_norm` / `ffn_sub_norm` are BitNet's extra RMSNorms before `o_proj` and `down_proj`
     (b1.58-2B-4T's attn_sub_norm / ffn_sub_norm, 1bitLLM's inner_attn_ln / ffn_layernorm).
+    `linear_norm` is transformers' `use_rms_norm`: an RMSNorm (own weight, eps `linear_norm_eps`)
+    on the input of every ternary linear, before its activation quantization (Falcon-E).
+    `rope_scaling` is Llama 3's frequency scaling, None for plain RoPE.
     """
 
     vocab_size: int
@@ -36,6 +41,9 @@ class ModelConfig:
     max_position_embeddings: int = 2048
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = ()
+    linear_norm: bool = False
+    linear_norm_eps: float = 1e-6
+    rope_scaling: Llama3Rope | None = None
 
     def __post_init__(self) -> None:
         if self.hidden_act not in ACTIVATIONS:
@@ -72,6 +80,8 @@ class ModelConfig:
         norms += self.num_layers * (
             self.q_size * self.attn_sub_norm + self.intermediate_size * self.ffn_sub_norm
         )
+        if self.linear_norm:  # one input norm per ternary linear
+            norms += self.num_layers * sum(k for _, k in self.linear_shapes().values())
         return {
             "ternary": ternary,
             "embedding": embedding,
@@ -89,4 +99,6 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> "ModelConfig":
         d = dict(d)
         d["eos_token_ids"] = tuple(d.get("eos_token_ids", ()))
+        if d.get("rope_scaling") is not None:
+            d["rope_scaling"] = Llama3Rope(**d["rope_scaling"])
         return cls(**d)

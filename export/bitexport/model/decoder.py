@@ -15,26 +15,12 @@ from torch import nn
 
 from bitexport.model.config import ModelConfig
 from bitexport.model.bitlinear import BitLinear
+from bitexport.model.norm import RMSNorm
+from bitexport.model.rope import rope_tables
 
 
-class RMSNorm(nn.Module):
-    def __init__(self, size: int, eps: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(size))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
-
-
-def rope_tables(head_dim: int, theta: float, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin [length, head_dim] for the rotate-half convention of transformers' Llama."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-    freqs = torch.arange(length, dtype=torch.float32)[:, None] * inv_freq[None, :]
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
+def _linear_options(cfg: ModelConfig, trainable: bool) -> dict:
+    return {"trainable": trainable, "input_norm_eps": cfg.linear_norm_eps if cfg.linear_norm else None}
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -46,11 +32,12 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, max_seq_len: int, trainable: bool) -> None:
         super().__init__()
         h = cfg.hidden_size
+        lin = _linear_options(cfg, trainable)
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        self.q_proj = BitLinear(h, cfg.q_size, trainable=trainable)
-        self.k_proj = BitLinear(h, cfg.kv_size, trainable=trainable)
-        self.v_proj = BitLinear(h, cfg.kv_size, trainable=trainable)
-        self.o_proj = BitLinear(cfg.q_size, h, trainable=trainable)
+        self.q_proj = BitLinear(h, cfg.q_size, **lin)
+        self.k_proj = BitLinear(h, cfg.kv_size, **lin)
+        self.v_proj = BitLinear(h, cfg.kv_size, **lin)
+        self.o_proj = BitLinear(cfg.q_size, h, **lin)
         self.attn_sub_norm = RMSNorm(cfg.q_size, cfg.rms_norm_eps) if cfg.attn_sub_norm else None
         cache_shape = (1, cfg.num_kv_heads, max_seq_len, cfg.head_dim)
         self.register_buffer("k_cache", torch.zeros(cache_shape), persistent=False)
@@ -93,9 +80,10 @@ class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig, trainable: bool) -> None:
         super().__init__()
         h, i = cfg.hidden_size, cfg.intermediate_size
-        self.gate_proj = BitLinear(h, i, trainable=trainable)
-        self.up_proj = BitLinear(h, i, trainable=trainable)
-        self.down_proj = BitLinear(i, h, trainable=trainable)
+        lin = _linear_options(cfg, trainable)
+        self.gate_proj = BitLinear(h, i, **lin)
+        self.up_proj = BitLinear(h, i, **lin)
+        self.down_proj = BitLinear(i, h, **lin)
         self.ffn_sub_norm = RMSNorm(i, cfg.rms_norm_eps) if cfg.ffn_sub_norm else None
         self.relu2 = cfg.hidden_act == "relu2"
 
@@ -137,7 +125,7 @@ class BitNetDecoder(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg, max_seq_len, trainable) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
-        cos, sin = rope_tables(cfg.head_dim, cfg.rope_theta, max_seq_len)
+        cos, sin = rope_tables(cfg.head_dim, cfg.rope_theta, max_seq_len, cfg.rope_scaling)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         causal = torch.ones(max_seq_len, max_seq_len, dtype=torch.bool).tril()

@@ -52,18 +52,22 @@ class ActQuant(nn.Module):
 
 
 class QuantLinear(nn.Module):
-    """A lowered BitLinear: activation fake-quant, then a dense linear holding codes * scale."""
+    """A lowered BitLinear: its input norm (use_rms_norm) if it has one, activation fake-quant,
+    then a dense linear holding codes * scale."""
 
     def __init__(self, source: BitLinear) -> None:
         super().__init__()
         if not source.frozen:
             raise ValueError("QuantLinear needs a frozen BitLinear (codes and scale)")
+        self.rms_norm = _copy_norm(source.rms_norm)
         self.quant = ActQuant()
         self.linear = nn.Linear(source.in_features, source.out_features, bias=False)
         with torch.no_grad():
             self.linear.weight.copy_(source.codes.float() * source.scale.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rms_norm is not None:
+            x = self.rms_norm(x)
         return self.linear(self.quant(x))
 
 

@@ -48,6 +48,24 @@ def _linear(g: Graph, x: str, lins: list[BitLinear], fmt: LinearFormat, name: st
     return bitlinear(g, x, parts, fmt, name)
 
 
+def _projections(g: Graph, x: str, lins: list[BitLinear], names: list[str], fmt: LinearFormat, prefix: str) -> list[str]:
+    """The outputs of linears that read x: one fused node split into its parts, or (use_rms_norm:
+    each linear normalizes x with its own weight before quantizing it) one norm + node per linear."""
+    if all(lin.rms_norm is None for lin in lins):
+        if len(lins) == 1:
+            return [_linear(g, x, lins, fmt, f"{prefix}.{names[0]}")]
+        fused = _linear(g, x, lins, fmt, f"{prefix}.{'_'.join(n.removesuffix('_proj') for n in names)}_proj")
+        return list(g.node("Split", [fused, g.const([lin.out_features for lin in lins], np.int64)],
+                           f"{prefix}/split_{'_'.join(names)}", n_out=len(lins), axis=-1))
+    outs = []
+    for lin, n in zip(lins, names):
+        if lin.rms_norm is None:
+            raise ValueError(f"{prefix}.{n}: either every linear has an input norm or none has")
+        normed = rms_norm(g, x, _np(lin.rms_norm.weight), lin.rms_norm.eps, f"{prefix}.{n}.rms_norm")
+        outs.append(_linear(g, normed, [lin], fmt, f"{prefix}.{n}"))
+    return outs
+
+
 def build_decoder_graph(
     model: BitNetDecoder, fmt: LinearFormat, head_format: str = "int4", embedding_format: str = "fp32"
 ) -> onnx.ModelProto:
@@ -74,12 +92,17 @@ def build_decoder_graph(
     for i, layer in enumerate(model.layers):
         p = f"layers.{i}"
         attn = layer.self_attn
-        # q, k and v as one packed [.., q + 2 kv] product, the packed-QKV form GQA reads directly
-        qkv = _linear(g, h, [attn.q_proj, attn.k_proj, attn.v_proj], fmt, f"{p}.self_attn.qkv_proj")
+        # q, k and v as one packed [.., q + 2 kv] product, the packed-QKV form GQA reads directly;
+        # with input norms (use_rms_norm) three products, which GQA reads as separate inputs
+        if attn.q_proj.rms_norm is None:
+            qkv_inputs = [_linear(g, h, [attn.q_proj, attn.k_proj, attn.v_proj], fmt, f"{p}.self_attn.qkv_proj"), "", ""]
+        else:
+            qkv_inputs = _projections(g, h, [attn.q_proj, attn.k_proj, attn.v_proj], ["q_proj", "k_proj", "v_proj"],
+                                      fmt, f"{p}.self_attn")
         past_k = g.add_input(PAST_KEY % i, FLOAT, kv_shape)
         past_v = g.add_input(PAST_VALUE % i, FLOAT, kv_shape)
         a, pres_k, pres_v = g.node(
-            "GroupQueryAttention", [qkv, "", "", past_k, past_v, seqlens, total, cos, sin], f"{p}.self_attn.gqa",
+            "GroupQueryAttention", [*qkv_inputs, past_k, past_v, seqlens, total, cos, sin], f"{p}.self_attn.gqa",
             n_out=3, domain=MS_DOMAIN, outputs=[f"{p}.self_attn.gqa/out0", PRESENT_KEY % i, PRESENT_VALUE % i],
             num_heads=cfg.num_heads, kv_num_heads=cfg.num_kv_heads, do_rotary=1, rotary_interleaved=0,
         )
@@ -87,16 +110,19 @@ def build_decoder_graph(
         g.add_output(pres_v, FLOAT, present_shape)
         if attn.attn_sub_norm is not None:
             a = rms_norm(g, a, _np(attn.attn_sub_norm.weight), eps, f"{p}.self_attn.attn_sub_norm")
-        o = _linear(g, a, [attn.o_proj], fmt, f"{p}.self_attn.o_proj")
+        [o] = _projections(g, a, [attn.o_proj], ["o_proj"], fmt, f"{p}.self_attn")
         h, x = add_rms_norm(g, o, x, _np(layer.post_attention_layernorm.weight), eps, f"{p}.post_attention_layernorm")
 
         mlp = layer.mlp
-        gate_up = _linear(g, h, [mlp.gate_proj, mlp.up_proj], fmt, f"{p}.mlp.gate_up_proj")
-        gate, up = g.node("Split", [gate_up], f"{p}.mlp/split", n_out=2, axis=-1, num_outputs=2)
+        if mlp.gate_proj.rms_norm is None:
+            gate_up = _linear(g, h, [mlp.gate_proj, mlp.up_proj], fmt, f"{p}.mlp.gate_up_proj")
+            gate, up = g.node("Split", [gate_up], f"{p}.mlp/split", n_out=2, axis=-1, num_outputs=2)
+        else:
+            gate, up = _projections(g, h, [mlp.gate_proj, mlp.up_proj], ["gate_proj", "up_proj"], fmt, f"{p}.mlp")
         m = g.op("Mul", [activation(g, gate, cfg.hidden_act, f"{p}.mlp.act"), up], f"{p}.mlp/gated")
         if mlp.ffn_sub_norm is not None:
             m = rms_norm(g, m, _np(mlp.ffn_sub_norm.weight), eps, f"{p}.mlp.ffn_sub_norm")
-        d = _linear(g, m, [mlp.down_proj], fmt, f"{p}.mlp.down_proj")
+        [d] = _projections(g, m, [mlp.down_proj], ["down_proj"], fmt, f"{p}.mlp")
         last = i == len(model.layers) - 1
         norm_w = model.norm.weight if last else model.layers[i + 1].input_layernorm.weight
         h, x = add_rms_norm(g, d, x, _np(norm_w), eps, "norm" if last else f"layers.{i + 1}.input_layernorm")

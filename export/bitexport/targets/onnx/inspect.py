@@ -12,9 +12,12 @@ from onnx import TensorProto
 
 from bitexport.targets.onnx.pack import FAST_BLOCK_SIZES
 
-# the ternary products of one layer, as lower/onnx_decoder.py names them (q/k/v and gate/up fused)
-TERNARY_SUFFIXES = (".self_attn.qkv_proj", ".self_attn.o_proj", ".mlp.gate_up_proj", ".mlp.down_proj")
-LINEARS_PER_LAYER = len(TERNARY_SUFFIXES)
+# the ternary products of one layer, as targets/onnx/decoder.py names them (q/k/v and gate/up fused)
+FUSED_SUFFIXES = (".self_attn.qkv_proj", ".self_attn.o_proj", ".mlp.gate_up_proj", ".mlp.down_proj")
+LINEARS_PER_LAYER = len(FUSED_SUFFIXES)
+# with use_rms_norm each linear normalizes its own input, so q/k/v and gate/up are separate products
+SEPARATE_SUFFIXES = (".self_attn.q_proj", ".self_attn.k_proj", ".self_attn.v_proj", ".mlp.gate_proj", ".mlp.up_proj")
+TERNARY_SUFFIXES = FUSED_SUFFIXES + SEPARATE_SUFFIXES
 
 
 @dataclass

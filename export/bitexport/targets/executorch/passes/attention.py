@@ -10,7 +10,9 @@ wheel's custom_ops library), so they add no custom-kernel requirement.
 
 The KV cache stays a pair of mutable buffers per layer, in those operators' layout
 [1, max_seq_len, n_kv_heads, head_dim] (the reference keeps [1, n_kv_heads, max_seq_len, head_dim]).
-q/k/v become one fused TernaryLinear (et_ternary), o_proj a TernaryLinear of its own.
+q/k/v become one fused TernaryLinear (et_ternary), o_proj a TernaryLinear of its own; with
+use_rms_norm (an input norm per linear) each projection keeps its own norm and operator call
+(ternary.NormedLinears).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bitexport.targets.executorch.passes.ternary import PassResult, TernaryLinear, replace_modules
+from bitexport.targets.executorch.passes.ternary import PassResult, fuse_linears, replace_modules
 from bitexport.targets.executorch.kernels import load_llm_custom_ops
 from bitexport.model.decoder import Attention, BitNetDecoder, _rotate_half
 
@@ -27,8 +29,8 @@ class EtAttention(nn.Module):
     def __init__(self, ref: Attention, max_seq_len: int) -> None:
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = ref.num_heads, ref.num_kv_heads, ref.head_dim
-        self.qkv_proj = TernaryLinear.fuse([ref.q_proj, ref.k_proj, ref.v_proj])
-        self.o_proj = TernaryLinear.fuse([ref.o_proj])
+        self.qkv_proj = fuse_linears([ref.q_proj, ref.k_proj, ref.v_proj])
+        self.o_proj = fuse_linears([ref.o_proj])
         self.attn_sub_norm = ref.attn_sub_norm
         cache_shape = (1, max_seq_len, self.num_kv_heads, self.head_dim)
         self.register_buffer("k_cache", torch.zeros(cache_shape), persistent=False)

@@ -10,15 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bitexport.targets.executorch.passes.ternary import PassResult, TernaryLinear, replace_modules
+from bitexport.targets.executorch.passes.ternary import PassResult, fuse_linears, replace_modules
 from bitexport.model.decoder import MLP, BitNetDecoder
 
 
 class EtMLP(nn.Module):
     def __init__(self, ref: MLP) -> None:
         super().__init__()
-        self.gate_up_proj = TernaryLinear.fuse([ref.gate_proj, ref.up_proj])
-        self.down_proj = TernaryLinear.fuse([ref.down_proj])
+        self.gate_up_proj = fuse_linears([ref.gate_proj, ref.up_proj])
+        self.down_proj = fuse_linears([ref.down_proj])
         self.ffn_sub_norm = ref.ffn_sub_norm
         self.relu2 = ref.relu2
 

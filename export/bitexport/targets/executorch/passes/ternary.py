@@ -41,6 +41,9 @@ class TernaryLinear(nn.Module):
         """Stack frozen BitLinears of one input size into one module (outputs in the same order)."""
         if not linears or any(not lin.frozen for lin in linears):
             raise ValueError("TernaryLinear.fuse needs frozen BitLinears (call freeze() first)")
+        if any(lin.rms_norm is not None for lin in linears):
+            # the input norm would be dropped: such linears go through fuse_linears
+            raise ValueError("TernaryLinear.fuse cannot carry an input norm (use_rms_norm); use fuse_linears")
         if len({lin.in_features for lin in linears}) != 1:
             raise ValueError("TernaryLinear.fuse needs linears that share in_features")
         codes = torch.cat([lin.codes for lin in linears])
@@ -54,6 +57,35 @@ class TernaryLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, splits={self.splits}"
+
+
+class NormedLinears(nn.Module):
+    """Linears that read the same input but each normalize it first (use_rms_norm: one RMSNorm
+    weight per linear): each quantizes its own normed input, so they cannot share one operator
+    call; outputs as a fused TernaryLinear gives them (a tuple, in order)."""
+
+    def __init__(self, norms: list[nn.Module], linears: list[TernaryLinear]) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList(norms)
+        self.linears = nn.ModuleList(linears)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        outs = tuple(lin(norm(x)) for norm, lin in zip(self.norms, self.linears))
+        return outs if len(outs) > 1 else outs[0]
+
+
+def fuse_linears(linears: list[BitLinear]) -> nn.Module:
+    """One TernaryLinear for linears without input norms, NormedLinears for linears with them."""
+    norms = [lin.rms_norm for lin in linears]
+    if all(n is None for n in norms):
+        return TernaryLinear.fuse(linears)
+    if any(n is None for n in norms):
+        raise ValueError("fuse_linears: either every linear has an input norm or none has")
+    return NormedLinears(norms, [TernaryLinear.fuse([_without_norm(lin)]) for lin in linears])
+
+
+def _without_norm(lin: BitLinear) -> BitLinear:
+    return BitLinear.from_ternary(lin.codes, lin.scale)
 
 
 def ternary_linears(model: nn.Module) -> list[tuple[str, TernaryLinear]]:
