@@ -6,7 +6,7 @@
   on a stock ExecuTorch runtime.
 - fp32: float weights on XNNPACK, the baseline; stock runtime.
 Every mode also needs ExecuTorch's LLM custom ops (KV cache, SDPA: shipped with the stock LLM
-runtimes) and, for --embedding int8, its quantized kernels (shipped too). Options: config.py.
+runtimes) and, for --embedding int8|int4, its quantized kernels (shipped too). Options: config.py.
 
 Lowering, in order, each a pass from module to module on a copy of the loaded decoder (passes/):
 norm (RMSNorm without pow) -> attention (fused qkv, ExecuTorch KV cache + SDPA) -> mlp (fused
@@ -95,6 +95,11 @@ class ExecutorchTarget:
             raise TargetError(
                 f"--head int4 needs hidden_size to be a multiple of 32 (XNNPACK's int4 groups); this model's is "
                 f"{model.config.hidden_size}: export with --head fp32"
+            )
+        if config.embedding == "int4" and model.config.hidden_size % 32:
+            raise TargetError(
+                f"--embedding int4 needs hidden_size to be a multiple of 32 (its scale groups); this model's is "
+                f"{model.config.hidden_size}: export with --embedding int8"
             )
         if model.model.max_seq_len < 2:
             raise TargetError("--max-seq-len must be at least 2 for an ExecuTorch export")
