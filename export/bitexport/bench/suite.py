@@ -87,7 +87,7 @@ FIELDS = (
     "key", "label", "status", "reason", "runtime", "weight_format", "file_bytes", "bits_per_ternary_weight",
     "head_format", "export_s", "export_peak_rss_bytes", "prefill_tokens_per_s", "decode_tokens_per_s",
     "peak_rss_bytes", "new_tokens", "threads_applied", "agreement", "bytes_per_token", "roofline_tokens_per_s",
-    "roofline_share", "ratios", "quality", "details",
+    "roofline_share", "ratios", "quality", "components", "details",
 )
 
 
@@ -226,7 +226,7 @@ def export_variant(rec: Record, model: Path, opts: SuiteOptions, work: Path) -> 
     rec.values.update(
         runtime=art["runtime"], weight_format=art["weight_format"], file_bytes=art["bytes"],
         bits_per_ternary_weight=details.get("ternary_bits_per_weight"), head_format=details.get("head"),
-        export_s=result["export_s"], export_peak_rss_bytes=rss, details=details,
+        components=details.get("components"), export_s=result["export_s"], export_peak_rss_bytes=rss, details=details,
     )
 
 

@@ -112,7 +112,7 @@ def int4_export(onebit_model, tmp_path_factory):
     TARGET = get_target("executorch")
     loaded = load_model(onebit_model, MAX_SEQ)
     folder = tmp_path_factory.mktemp("int4")
-    options = ExecutorchConfig(weights="int4", head="fp32")
+    options = ExecutorchConfig(weights="int4", head="fp32", embedding="fp32")
     TARGET.check(loaded, options)
     [artifact] = TARGET.emit(loaded, options, folder)
     return loaded, folder / artifact.path, artifact
@@ -124,7 +124,7 @@ def int4_exact_export(onebit_model, tmp_path_factory):
     TARGET = get_target("executorch")
     loaded = load_model(onebit_model, MAX_SEQ)
     folder = tmp_path_factory.mktemp("int4x")
-    options = ExecutorchConfig(weights="int4", int4_activations="exact")
+    options = ExecutorchConfig(weights="int4", int4_activations="exact", embedding="fp32")
     [artifact] = TARGET.emit(loaded, options, folder)
     return loaded, folder / artifact.path, artifact
 
@@ -181,7 +181,7 @@ def test_tq2_lowering_matches_reference_in_eager(hf_model):
     from bitexport.targets.executorch.target import lower_decoder
 
     loaded = load_model(hf_model, MAX_SEQ)
-    lowered = lower_decoder(loaded, ExecutorchConfig(weights="tq2", head="fp32"))
+    lowered = lower_decoder(loaded, ExecutorchConfig(weights="tq2", head="fp32", embedding="fp32"))
     ref = _reference(hf_model)
     assert not any(isinstance(m, BitLinear) for m in lowered.modules())
     worst = 0.0
@@ -324,7 +324,7 @@ def _broken_copy(bundle, tmp_path, hf_model, edit) -> str:
     [a] = bundle.artifacts
     pte = out / a.path
     data = bytearray(pte.read_bytes())
-    module = lower_decoder(load_model(hf_model, MAX_SEQ), ExecutorchConfig(head="fp32"))
+    module = lower_decoder(load_model(hf_model, MAX_SEQ), ExecutorchConfig(head="fp32", embedding="fp32"))
     layers = [m for m in module.modules() if isinstance(m, Tq2Linear)]
     assert layers
     for m in layers:
@@ -481,7 +481,7 @@ def test_int4_exact_pte_with_int4_head_computes_its_lowered_module(int4_exact_ex
     d = artifact.details
     assert d["int4_activations"] == "exact" and d["head"] == "int4-group32" and d["embedding"] == "fp32"
     assert d["stock_runtime"] is True and d["custom_kernels"] == []
-    lowered = lower_decoder(loaded, ExecutorchConfig(weights="int4", int4_activations="exact"))
+    lowered = lower_decoder(loaded, ExecutorchConfig(weights="int4", int4_activations="exact", embedding="fp32"))
     runner = ExecutorchRunner(pte, loaded.config.eos_token_ids, needs=d["custom_kernels"])
     want = greedy_generate(lowered, PROMPT, STEPS).tokens
     assert len(want) == STEPS and runner.generate(PROMPT, STEPS).tokens == want
@@ -553,7 +553,7 @@ def test_int4_weights_are_the_ternary_codes_exactly(onebit_model):
     from bitexport.targets.executorch.target import lower_decoder
 
     loaded = load_model(onebit_model, MAX_SEQ)
-    lowered = lower_decoder(loaded, ExecutorchConfig(weights="int4", head="fp32"))
+    lowered = lower_decoder(loaded, ExecutorchConfig(weights="int4", head="fp32", embedding="fp32"))
     attn = loaded.model.layers[0].self_attn
     want = torch.cat([lin.codes.float() * lin.scale for lin in (attn.q_proj, attn.k_proj, attn.v_proj)])
     fused = lowered.layers[0].self_attn.qkv_proj

@@ -69,7 +69,7 @@ class CoreMLTarget:
     def emit(self, model: LoadedModel, config: CoreMLConfig, folder: Path) -> list[Artifact]:
         from bitexport.targets.coreml.convert import convert
         from bitexport.targets.coreml.fp16 import CALIBRATION_TEXT
-        from bitexport.targets.coreml.inspect import summarize
+        from bitexport.targets.coreml.inspect import component_bytes, summarize
         from bitexport.runtime.text import TextCodec
 
         self.check(model, config)
@@ -120,6 +120,7 @@ class CoreMLTarget:
             "minimum_deployment_target": "iOS18",
             "shapes": "flexible (one function: prefill and decode)",
             "fp16": conv.fp16.summary(),
+            "components": component_bytes(summary),
         }
         return [Artifact(ARTIFACT, self.name, "coreml", WEIGHT_FORMATS[weights], details=details)]
 

@@ -24,7 +24,7 @@ class ExecutorchConfig(TargetConfig):
         "int4", choices=("int4", "int8", "fp32"), help="output head: int4 groups of 32, int8 per row, or fp32",
     )
     embedding: str = option(
-        "fp32", choices=("fp32", "int8", "int4"),
+        "int4", choices=("int4", "int8", "fp32"),
         help="embedding table: fp32, int8 per row, or int4 groups of 32 (fp16 scales); stock quantized kernels",
     )
     int4_group_size: int | None = option(

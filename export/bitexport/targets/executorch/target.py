@@ -105,7 +105,7 @@ class ExecutorchTarget:
             raise TargetError("--max-seq-len must be at least 2 for an ExecuTorch export")
 
     def emit(self, model: LoadedModel, config: ExecutorchConfig, folder: Path) -> list[Artifact]:
-        from bitexport.targets.executorch.inspect import summarize_pte
+        from bitexport.targets.executorch.inspect import component_bytes, summarize_pte
         from bitexport.targets.executorch.passes.head import head_label
         from bitexport.targets.executorch.program import constant_methods, export_decoder, to_pte
 
@@ -121,7 +121,8 @@ class ExecutorchTarget:
         details = {
             "ternary_bits_per_weight": _ternary_bits(config.weights, summary, module),
             "head": head_label(config.head, model.config.hidden_size),
-            "embedding": config.embedding,
+            "embedding": {"fp32": "fp32", "int8": "int8-per-row", "int4": "int4-group32"}[config.embedding],
+            "components": component_bytes(path, model.config.vocab_size, model.config.hidden_size),
             "custom_kernels": required_kernels(config.weights, config.embedding),
             "stock_runtime": config.weights != "tq2",
             "int4_granularity": ("per-row" if config.int4_group_size is None else f"group{config.int4_group_size}") if int4 else None,

@@ -81,6 +81,9 @@ class OnnxTarget:
         }
         save_model(proto, out / MODEL_FILE)
         write_genai_files(out, model.config, MODEL_FILE, model.model.max_seq_len, model.tokenizer_path)
+        from bitexport.targets.onnx.inspect import component_bytes
+
+        details["components"] = component_bytes(out)
         return [Artifact(FOLDER, "onnx", "onnxruntime-genai", WEIGHT_FORMATS[weights], details=details)]
 
     def runner(self, bundle: Bundle, artifact: Artifact) -> Runner:
