@@ -99,9 +99,9 @@ def onebit_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def android_bundle(hf_model, tmp_path_factory):
-    """`bitexport export --target android` (tq2, the default), head in fp32 to isolate tq2."""
+    """`bitexport export --target android` (tq2, the default), head and embedding in fp32 to isolate tq2."""
     out = tmp_path_factory.mktemp("bundles") / "android"
-    assert cli_main(["export", str(hf_model), "--target", "android", "--head", "fp32",
+    assert cli_main(["export", str(hf_model), "--target", "android", "--head", "fp32", "--embedding", "fp32",
                      "--max-seq-len", str(MAX_SEQ), "-o", str(out)]) == 0
     return read_bundle(out)
 
