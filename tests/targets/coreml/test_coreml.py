@@ -213,11 +213,12 @@ def test_bits_per_weight_and_no_dense_copies(which, bundle_tq2, bundle_int4, sou
     assert not [name for name, shape in s.float_consts.items() if shape in shapes]
 
 
-def test_the_default_tied_int4_head_and_int4_table_are_one_const(bundle_tq2, source):
+def test_the_default_int8_table_and_int4_head_are_two_consts(bundle_tq2, source):
     s = summarize(bundle_tq2.path / "model.mlpackage")
     table = (source.config.vocab_size, source.config.hidden_size)
     assert [n for n, shape in s.float_consts.items() if shape == table] == []
-    assert s.embedding.kind == "constexpr_blockwise_shift_scale" and s.linears[-1].source == s.embedding.source
+    assert s.embedding.kind == "constexpr_blockwise_shift_scale" and s.embedding.input_kinds["data"] == "INT8"
+    assert s.linears[-1].source.startswith("lm_head_weight") and s.linears[-1].source != s.embedding.source
 
 
 # --- fp16 safety ------------------------------------------------------------------------------

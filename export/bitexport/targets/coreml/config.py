@@ -18,7 +18,7 @@ class CoreMLConfig(TargetConfig):
     )
     head: str = option("int4", choices=("int4", "fp32"), help="output head: int4 groups of 32, or fp32")
     embedding: str = option(
-        "int4", choices=("int4", "int8", "fp16"),
+        "int8", choices=("int8", "int4", "fp16"),
         help="embedding table: fp16 (Core ML's float weights), int8 per row, or int4 blocks of 32 (fp16 scales); "
         "a tied int4 head shares an int4 table",
     )
