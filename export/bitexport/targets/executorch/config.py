@@ -21,7 +21,7 @@ class ExecutorchConfig(TargetConfig):
         help="ternary layers: tq2 (bitexport's 2-bit kernels), int4 (XNNPACK, stock runtime), fp32 (baseline)",
     )
     head: str = option(
-        "int8", choices=("int8", "int4", "fp32"), help="output head: int4 groups of 32, int8 per row, or fp32",
+        "int4", choices=("int4", "int8", "fp32"), help="output head: int4 groups of 32, int8 per row, or fp32",
     )
     embedding: str = option(
         "int8", choices=("int8", "int4", "fp32"),

@@ -16,7 +16,7 @@ class OnnxConfig(TargetConfig):
         help="ternary layers: tq2 (MatMulNBits 2-bit), int4 (MatMulNBits 4-bit), fp32 (plain MatMul)",
     )
     head: str = option(
-        "int8", choices=("int8", "int4", "fp16", "fp32"),
+        "int4", choices=("int4", "int8", "fp16", "fp32"),
         help="output head: int4 blocks of 32, int8 blocks of up to 256, fp16 (half the file, computed in fp32), fp32",
     )
     embedding: str = option(
