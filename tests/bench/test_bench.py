@@ -64,6 +64,10 @@ def check_report(report: dict, out: Path, variants: tuple[str, ...]) -> None:
         assert v["peak_rss_bytes"]["median"] > 10e6  # a child process's own peak, in bytes
         if v["key"] != "reference":
             assert v["export_s"] > 0 and v["export_peak_rss_bytes"] > 10e6, v["key"]
+        if v["key"] != "reference" and not v["key"].startswith("llamacpp"):
+            # where the bytes are: the components add up to the file, every one measured
+            c = v["components"]
+            assert c["total"] == v["file_bytes"] and min(c[k] for k in ("ternary", "embedding", "other")) > 0, v["key"]
         if not v["key"].startswith("llamacpp"):
             assert v["new_tokens"] == NEW  # the benchmark model has no EOS: every token is decoded
             assert v["agreement"]["of"] == NEW and 0 <= v["agreement"]["common_prefix"] <= NEW

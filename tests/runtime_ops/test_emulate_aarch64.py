@@ -95,8 +95,8 @@ def runner_program() -> Path:
 def tiny_pte(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("a64-tiny")
     model = make_tiny_checkpoint(work / "model", "hf-bitnet", seed=TINY_SEED, **TINY_SHAPE)
-    # fp32 head: the default int4 head needs hidden_size % 32 == 0 on XNNPACK
-    assert cli_main(["export", str(model), "--target", "android", "--head", "fp32", "--max-seq-len", "64",
+    # fp32 head and table: the default int4 head and embedding need hidden_size % 32 == 0
+    assert cli_main(["export", str(model), "--target", "android", "--head", "fp32", "--embedding", "fp32", "--max-seq-len", "64",
                      "-o", str(work / "bundle")]) == 0
     return _pte(work / "bundle")
 

@@ -72,6 +72,7 @@ def markdown(report: dict) -> str:
             f"| {_num(v['export_s'])} | {_num(v['export_peak_rss_bytes'] and v['export_peak_rss_bytes'] / MB, '{:.0f}')} "
             f"| {_agreement(v['agreement'])} | {_quality(v.get('quality'))} |"
         )
+    lines += components_table(report["variants"])
     if skipped:
         lines += ["", "Not measured:", *skipped]
     lines += ["", "Notes:", *[f"- {n}" for n in report.get("notes", [])],
@@ -81,6 +82,25 @@ def markdown(report: dict) -> str:
                  "tokens; in brackets the difference from the PyTorch reference's"] if report.get("quality") else []),
               ""]
     return "\n".join(line for line in lines if line is not None)
+
+
+def components_table(variants: list[dict]) -> list[str]:
+    """Where the bytes are: file MB per component for every variant that has a file."""
+    from bitexport.targets.components import COMPONENTS
+
+    rows = [v for v in variants if v.get("components")]
+    if not rows:
+        return []
+    out = ["", "Where the bytes are (MB):", "",
+           "| variant | head | embedding | " + " | ".join(COMPONENTS) + " | total |",
+           "|---|---|---|" + "---:|" * (len(COMPONENTS) + 1)]
+    for v in rows:
+        c = v["components"]
+        emb = (v.get("details") or {}).get("embedding", "-")
+        shared = " (shared)" if c.get("head_shares_embedding") else ""
+        out.append(f"| {v['label']} | {v.get('head_format') or '-'}{shared} | {emb} | "
+                   + " | ".join(f"{c[k] / MB:.1f}" for k in COMPONENTS) + f" | {c['total'] / MB:.1f} |")
+    return out
 
 
 def chart(report: dict, path: Path) -> Path | None:

@@ -69,6 +69,15 @@ VARIANTS: dict[str, Variant] = {v.key: v for v in (
     Variant("onnx-tq2-head-fp32", "ONNX 2-bit, fp32 head", "bundle", "onnx", "tq2", "fp32", extra=True),
     Variant("onnx-tq2-exact", "ONNX 2-bit, exact activations", "bundle", "onnx", "tq2", "int4",
             (("activations", "exact"),), extra=True),
+    # issue 18: embedding formats (with the default int4 head unless named)
+    *(Variant(f"et-tq2-emb-{e}", f"ExecuTorch tq2, {e} embedding", "bundle", "executorch", "tq2", "int4",
+              (("embedding", e),), extra=True) for e in ("fp32", "int8", "int4")),
+    *(Variant(f"onnx-tq2-emb-{e}", f"ONNX 2-bit, {e} embedding", "bundle", "onnx", "tq2", "int4",
+              (("embedding", e),), extra=True) for e in ("fp32", "fp16", "int8", "int4")),
+    Variant("onnx-tq2-head-int8-emb-int8", "ONNX 2-bit, int8 head + int8 embedding (one table)", "bundle", "onnx",
+            "tq2", "int8", (("embedding", "int8"),), extra=True),
+    *(Variant(f"coreml-tq2-emb-{e}", f"Core ML tq2, {e} embedding", "bundle", "coreml", "tq2", "int4",
+              (("embedding", e),), extra=True) for e in ("fp16", "int8", "int4")),
 )}
 DEFAULT_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.kind != "llamacpp" and not v.extra)
 LLAMACPP_VARIANTS = tuple(k for k, v in VARIANTS.items() if v.kind == "llamacpp")
@@ -78,7 +87,7 @@ FIELDS = (
     "key", "label", "status", "reason", "runtime", "weight_format", "file_bytes", "bits_per_ternary_weight",
     "head_format", "export_s", "export_peak_rss_bytes", "prefill_tokens_per_s", "decode_tokens_per_s",
     "peak_rss_bytes", "new_tokens", "threads_applied", "agreement", "bytes_per_token", "roofline_tokens_per_s",
-    "roofline_share", "ratios", "quality", "details",
+    "roofline_share", "ratios", "quality", "components", "details",
 )
 
 
@@ -217,7 +226,7 @@ def export_variant(rec: Record, model: Path, opts: SuiteOptions, work: Path) -> 
     rec.values.update(
         runtime=art["runtime"], weight_format=art["weight_format"], file_bytes=art["bytes"],
         bits_per_ternary_weight=details.get("ternary_bits_per_weight"), head_format=details.get("head"),
-        export_s=result["export_s"], export_peak_rss_bytes=rss, details=details,
+        components=details.get("components"), export_s=result["export_s"], export_peak_rss_bytes=rss, details=details,
     )
 
 

@@ -54,10 +54,35 @@ def describe_bundle(path: Path) -> dict:
         "eos_token_ids": m.get("eos_token_ids"),
         "artifacts": [
             {"path": a.path, "target": a.target, "runtime": a.runtime, "weight_format": a.weight_format,
-             "bytes": a.bytes, **a.details}
+             "bytes": a.bytes, **a.details, "components": artifact_components(b, a)}
             for a in b.artifacts
         ],
     }
+
+
+def artifact_components(bundle, artifact) -> dict | None:
+    """Bytes by component (targets/components.py), read from the artifact's files by its target's
+    inspect module; None where the file cannot be read here."""
+    from bitexport.model.config import ModelConfig
+
+    path = bundle.path / artifact.path
+    try:
+        if artifact.target == "onnx":
+            from bitexport.targets.onnx.inspect import component_bytes
+
+            return component_bytes(path)
+        if artifact.target == "executorch":
+            from bitexport.targets.executorch.inspect import component_bytes
+
+            cfg = ModelConfig.from_dict(bundle.manifest["source"]["config"])
+            return component_bytes(path, cfg.vocab_size, cfg.hidden_size)
+        if artifact.target == "coreml":
+            from bitexport.targets.coreml.inspect import component_bytes, summarize
+
+            return component_bytes(summarize(path))
+    except Exception:  # a damaged artifact: inspect still describes the rest (verify names the damage)
+        return None
+    return None
 
 
 def _mb(n: int) -> str:
@@ -95,4 +120,9 @@ def format_description(d: dict) -> str:
             bits = a.get("ternary_bits_per_weight")
             extra = f", {bits:.3f} bits per ternary weight" if isinstance(bits, (int, float)) else ""
             lines.append(f"artifact  {a['path']}: {a['runtime']}, {a['weight_format']}, {_mb(a['bytes'])}{extra}")
+            lines.append(f"          head {a.get('head', '-')}, embedding {a.get('embedding', '-')}")
+            if a.get("components"):
+                from bitexport.targets.components import format_components
+
+                lines.append(f"          bytes: {format_components(a['components'])}")
     return "\n".join(lines)

@@ -50,6 +50,8 @@ HEADS: dict[str, Tolerance] = {
 }
 EMBEDDINGS: dict[str, Tolerance] = {
     "fp32": Tolerance(0.0, 0.0, 0.0, "embedding fp32"),
+    # fp16 rows: each element within 2^-11 of itself relative
+    "fp16": Tolerance(0.01, 0.01, 0.01, "embedding fp16"),
     # per-row int8 keeps each element within 0.4 % of its row's max (not measured through verify yet)
     "int8": Tolerance(0.01, 0.02, 0.01, "embedding int8 per row"),
     # int4 groups of 32: with the int4 head sharing the table (tied), the tiny hf model's logits

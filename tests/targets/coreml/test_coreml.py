@@ -72,7 +72,7 @@ def bundle_tq2(tiny_hf, tmp_path_factory) -> Bundle:
 
 @pytest.fixture(scope="module")
 def bundle_int4(tiny_hf, tmp_path_factory) -> Bundle:
-    opts = CoreMLConfig(weights="int4", head="fp32")
+    opts = CoreMLConfig(weights="int4", head="fp32", embedding="fp16")
     return export_bundle(tiny_hf, "coreml", tmp_path_factory.mktemp("coreml") / "int4", config=opts, max_seq_len=SEQ)
 
 
@@ -213,11 +213,12 @@ def test_bits_per_weight_and_no_dense_copies(which, bundle_tq2, bundle_int4, sou
     assert not [name for name, shape in s.float_consts.items() if shape in shapes]
 
 
-def test_the_embedding_stays_float_when_the_tied_head_is_int4(bundle_tq2, source):
+def test_the_default_int8_table_and_int4_head_are_two_consts(bundle_tq2, source):
     s = summarize(bundle_tq2.path / "model.mlpackage")
     table = (source.config.vocab_size, source.config.hidden_size)
-    assert [n for n, shape in s.float_consts.items() if shape == table] == ["embed_tokens_weight_to_fp16"]
-    assert s.linears[-1].source.startswith("lm_head_weight")
+    assert [n for n, shape in s.float_consts.items() if shape == table] == []
+    assert s.embedding.kind == "constexpr_blockwise_shift_scale" and s.embedding.input_kinds["data"] == "INT8"
+    assert s.linears[-1].source.startswith("lm_head_weight") and s.linears[-1].source != s.embedding.source
 
 
 # --- fp16 safety ------------------------------------------------------------------------------
@@ -293,7 +294,7 @@ def test_fp32_ops_survive_into_the_saved_package(overflowing, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "options", [{"weights": "fp32"}, {"head": "int8"}, {"embedding": "int4"}, {"fp16_headroom": 0.5}]
+    "options", [{"weights": "fp32"}, {"head": "int8"}, {"embedding": "int2"}, {"fp16_headroom": 0.5}]
 )
 def test_config_rejects_what_the_target_cannot_write(options):
     with pytest.raises(TargetError, match="--" + next(iter(options)).replace("_", "-")):

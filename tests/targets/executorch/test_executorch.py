@@ -100,9 +100,9 @@ def onebit_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def android_bundle(hf_model, tmp_path_factory):
-    """`bitexport export --target android` (tq2, the default), head in fp32 to isolate tq2."""
+    """`bitexport export --target android` (tq2, the default), head and embedding in fp32 to isolate tq2."""
     out = tmp_path_factory.mktemp("bundles") / "android"
-    assert cli_main(["export", str(hf_model), "--target", "android", "--head", "fp32",
+    assert cli_main(["export", str(hf_model), "--target", "android", "--head", "fp32", "--embedding", "fp32",
                      "--max-seq-len", str(MAX_SEQ), "-o", str(out)]) == 0
     return read_bundle(out)
 
@@ -113,7 +113,7 @@ def int4_export(onebit_model, tmp_path_factory):
     TARGET = get_target("executorch")
     loaded = load_model(onebit_model, MAX_SEQ)
     folder = tmp_path_factory.mktemp("int4")
-    options = ExecutorchConfig(weights="int4", head="fp32")
+    options = ExecutorchConfig(weights="int4", head="fp32", embedding="fp32")
     TARGET.check(loaded, options)
     [artifact] = TARGET.emit(loaded, options, folder)
     return loaded, folder / artifact.path, artifact
@@ -125,7 +125,7 @@ def int4_exact_export(onebit_model, tmp_path_factory):
     TARGET = get_target("executorch")
     loaded = load_model(onebit_model, MAX_SEQ)
     folder = tmp_path_factory.mktemp("int4x")
-    options = ExecutorchConfig(weights="int4", int4_activations="exact")
+    options = ExecutorchConfig(weights="int4", int4_activations="exact", embedding="fp32")
     [artifact] = TARGET.emit(loaded, options, folder)
     return loaded, folder / artifact.path, artifact
 
@@ -182,7 +182,7 @@ def test_tq2_lowering_matches_reference_in_eager(hf_model):
     from bitexport.targets.executorch.target import lower_decoder
 
     loaded = load_model(hf_model, MAX_SEQ)
-    lowered = lower_decoder(loaded, ExecutorchConfig(weights="tq2", head="fp32"))
+    lowered = lower_decoder(loaded, ExecutorchConfig(weights="tq2", head="fp32", embedding="fp32"))
     ref = _reference(hf_model)
     assert not any(isinstance(m, BitLinear) for m in lowered.modules())
     worst = 0.0
@@ -325,7 +325,7 @@ def _broken_copy(bundle, tmp_path, hf_model, edit) -> str:
     [a] = bundle.artifacts
     pte = out / a.path
     data = bytearray(pte.read_bytes())
-    module = lower_decoder(load_model(hf_model, MAX_SEQ), ExecutorchConfig(head="fp32"))
+    module = lower_decoder(load_model(hf_model, MAX_SEQ), ExecutorchConfig(head="fp32", embedding="fp32"))
     layers = [m for m in module.modules() if isinstance(m, Tq2Linear)]
     assert layers
     for m in layers:
@@ -482,7 +482,7 @@ def test_int4_exact_pte_with_int4_head_computes_its_lowered_module(int4_exact_ex
     d = artifact.details
     assert d["int4_activations"] == "exact" and d["head"] == "int4-group32" and d["embedding"] == "fp32"
     assert d["stock_runtime"] is True and d["custom_kernels"] == []
-    lowered = lower_decoder(loaded, ExecutorchConfig(weights="int4", int4_activations="exact"))
+    lowered = lower_decoder(loaded, ExecutorchConfig(weights="int4", int4_activations="exact", embedding="fp32"))
     runner = ExecutorchRunner(pte, loaded.config.eos_token_ids, needs=d["custom_kernels"])
     want = greedy_generate(lowered, PROMPT, STEPS).tokens
     assert len(want) == STEPS and runner.generate(PROMPT, STEPS).tokens == want
@@ -600,7 +600,7 @@ def test_int4_weights_are_the_ternary_codes_exactly(onebit_model):
     from bitexport.targets.executorch.target import lower_decoder
 
     loaded = load_model(onebit_model, MAX_SEQ)
-    lowered = lower_decoder(loaded, ExecutorchConfig(weights="int4", head="fp32"))
+    lowered = lower_decoder(loaded, ExecutorchConfig(weights="int4", head="fp32", embedding="fp32"))
     attn = loaded.model.layers[0].self_attn
     want = torch.cat([lin.codes.float() * lin.scale for lin in (attn.q_proj, attn.k_proj, attn.v_proj)])
     fused = lowered.layers[0].self_attn.qkv_proj

@@ -9,7 +9,11 @@
   the quantizer maps +-s to +-7 with block scale fp16(s/7), so the codes are exact and the scale
   is rounded to fp16 once, as in the LUT.
 - the output head: int4 blockwise (head == "int4") or left in float (head == "fp32");
-  the embedding table is always left in float.
+- the embedding table (the const a `gather` reads): fp16, int8 per row (`linear_symmetric`, one
+  fp16 scale a row) or int4 blockwise like the head. coremltools' symmetric rule: scale =
+  max|block| / 7 (int4) or / 127 (int8), computed in fp16 on the fp16 table, codes
+  clip(round(w / scale)). A tied head whose format matches the table's (int4/int4, fp32/fp16)
+  reads the same const, so the package stores it once.
 
 Only the consts named in `op_name_configs` are touched (the global config is None), and the
 names are found from the module scope of the `linear` op that consumes each weight, so neither
@@ -63,6 +67,20 @@ def find_linear_weights(prog) -> tuple[list[WeightConst], WeightConst | None]:
     return ternary, head
 
 
+def find_embedding(prog) -> WeightConst | None:
+    """The const op holding the embedding table: what the program's first `gather` reads."""
+    for op in prog.functions["main"].operations:
+        if op.op_type == "gather" and op.x.op is not None and op.x.op.op_type == "const" and op.x.rank == 2:
+            return WeightConst("embed_tokens", op.x.op.name, tuple(int(d) for d in op.x.shape))
+    return None
+
+
+def int8_row_config():
+    import coremltools.optimize.coreml as cto
+
+    return cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0)
+
+
 def int4_config(in_features: int):
     import coremltools.optimize.coreml as cto
 
@@ -94,7 +112,10 @@ def tq2_config():
     return cto.OpPalettizerConfig(mode="custom", lut_function=ternary_lut, granularity="per_tensor", weight_threshold=0)
 
 
-def compression_pipeline(ternary: list[WeightConst], head: WeightConst | None, weights: str, head_format: str):
+def compression_pipeline(
+    ternary: list[WeightConst], head: WeightConst | None, weights: str, head_format: str,
+    table: WeightConst | None = None, embedding_format: str = "fp16",
+):
     """A pass pipeline that compresses exactly the named weight consts of a MIL program.
 
     Run as the main pipeline of `ct.convert(program)`, after the full conversion pipeline (fp16
@@ -107,19 +128,25 @@ def compression_pipeline(ternary: list[WeightConst], head: WeightConst | None, w
     if weights not in ("tq2", "int4"):
         raise ValueError(f"unknown Core ML weight format {weights!r}")
     lut = {w.const_name: tq2_config() for w in ternary} if weights == "tq2" else {}
-    int4 = {w.const_name: int4_config(w.shape[1]) for w in ternary} if weights == "int4" else {}
+    quant = {w.const_name: int4_config(w.shape[1]) for w in ternary} if weights == "int4" else {}
     if head_format == "int4" and head is not None:
-        int4[head.const_name] = int4_config(head.shape[1])
+        quant[head.const_name] = int4_config(head.shape[1])
+    if table is not None and embedding_format == "int4":
+        quant[table.const_name] = int4_config(table.shape[1])
+    elif table is not None and embedding_format == "int8":
+        if head is not None and head.const_name == table.const_name:
+            raise ValueError("an int8 embedding table cannot be shared with the head")
+        quant[table.const_name] = int8_row_config()
     passes = []
     if lut:
         passes.append("compression::palettize_weights")
-    if int4:
+    if quant:
         passes.append("compression::linear_quantize_weights")
     pipeline = ct.PassPipeline(pass_names=passes + ["common::dead_code_elimination"], pipeline_name="bitexport_compress")
     if lut:
         pipeline.set_options("compression::palettize_weights", {"config": cto.OptimizationConfig(global_config=None, op_name_configs=lut)})
-    if int4:
+    if quant:
         pipeline.set_options(
-            "compression::linear_quantize_weights", {"config": cto.OptimizationConfig(global_config=None, op_name_configs=int4)}
+            "compression::linear_quantize_weights", {"config": cto.OptimizationConfig(global_config=None, op_name_configs=quant)}
         )
     return pipeline

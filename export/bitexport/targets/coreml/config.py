@@ -17,7 +17,11 @@ class CoreMLConfig(TargetConfig):
         help="ternary layers: tq2 (exact 2-bit palettization), int4 (blockwise int4)",
     )
     head: str = option("int4", choices=("int4", "fp32"), help="output head: int4 groups of 32, or fp32")
-    embedding: str = option("fp32", choices=("fp32",), help="embedding table: fp32")
+    embedding: str = option(
+        "int8", choices=("int8", "int4", "fp16"),
+        help="embedding table: fp16 (Core ML's float weights), int8 per row, or int4 blocks of 32 (fp16 scales); "
+        "a tied int4 head shares an int4 table",
+    )
     fp16_headroom: float = option(
         8.0, parse=float,
         help="ops whose calibrated magnitude exceeds 65504 / HEADROOM compute in fp32",

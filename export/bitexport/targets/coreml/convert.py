@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bitexport.targets.coreml.compress import WeightConst, compression_pipeline, find_linear_weights
+from bitexport.targets.coreml.compress import WeightConst, compression_pipeline, find_embedding, find_linear_weights
 from bitexport.targets.coreml.fp16 import DEFAULT_HEADROOM, FP16_MAX, Fp16Report, analyze, fp16_selector, op_scope
 from bitexport.targets.coreml.module import INPUT_NAMES, OUTPUT_NAME, STATE_NAMES, causal_mask, lower_for_coreml
 from bitexport.model.decoder import BitNetDecoder
@@ -26,6 +26,11 @@ class Conversion:
     fp16: Fp16Report
     ternary: list[WeightConst]
     head: WeightConst | None
+    table: WeightConst | None = None
+
+
+# (head, embedding) formats that a tied model stores as one table: the float one, or int4 blocks
+SHARED_TABLE = {("fp32", "fp16"), ("int4", "int4")}
 
 
 def _pass_pipeline():
@@ -56,10 +61,11 @@ def convert(
     weights: str = "tq2",
     head: str = "int4",
     headroom: float = DEFAULT_HEADROOM,
+    embedding: str = "fp16",
 ) -> Conversion:
     import coremltools as ct
 
-    module = lower_for_coreml(model, separate_head=(head == "int4"))
+    module = lower_for_coreml(model, separate_head=(head, embedding) not in SHARED_TABLE)
     report = analyze(module, calibration_ids, headroom)
     if report.kv_max >= FP16_MAX:
         raise ValueError(
@@ -91,6 +97,7 @@ def convert(
         # the selector matches nothing for these scopes: the fp32 decision would silently not apply
         raise RuntimeError(f"fp32 scopes missing from the converted program: {sorted(lost)}")
     ternary, head_const = find_linear_weights(program)
+    table = find_embedding(program)
     if len(ternary) != 7 * model.config.num_layers:
         raise RuntimeError(f"found {len(ternary)} ternary linears in the program, expected {7 * model.config.num_layers}")
     # second leg: only the compression passes (and the backend) run on the converted program
@@ -99,7 +106,7 @@ def convert(
         convert_to="mlprogram",
         minimum_deployment_target=ct.target.iOS18,
         compute_precision=ct.precision.FLOAT32,  # the program is already cast; cast nothing more
-        pass_pipeline=compression_pipeline(ternary, head_const, weights, head),
+        pass_pipeline=compression_pipeline(ternary, head_const, weights, head, table, embedding),
         skip_model_load=True,
     )
-    return Conversion(mlmodel, program, report, ternary, head_const)
+    return Conversion(mlmodel, program, report, ternary, head_const, table)

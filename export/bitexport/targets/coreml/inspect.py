@@ -41,6 +41,9 @@ class PackageSummary:
     metadata: dict[str, str]
     linears: list[LinearWeight]
     float_consts: dict[str, tuple[int, ...]]  # every dense float const with >= 2 dims: name -> shape
+    embedding: LinearWeight | None = None  # the table the first `gather` reads (linear = the gather op)
+    norm_bytes: int = 0  # rank-1 consts named after a norm
+    package_bytes: int = 0  # every file of the .mlpackage
 
 
 def _blob_size(weights: bytes, offset: int) -> int:
@@ -95,13 +98,20 @@ def summarize(package: str | Path) -> PackageSummary:
     ops = list(fn.block_specializations[fn.opset].operations)
     producer = {out.name: op for op in ops for out in op.outputs}
 
-    linears, float_consts = [], {}
+    linears, float_consts, embedding, norm_bytes = [], {}, None, 0
     for op in ops:
         if op.type == "const":
             val = op.attributes["val"]
             tt = val.type.tensorType
             if tt.rank >= 2 and _dtype_name(tt.dataType) in ("FLOAT16", "FLOAT32"):
                 float_consts[op.outputs[0].name] = _shape(tt)
+            if tt.rank == 1 and "norm" in op.outputs[0].name and _dtype_name(tt.dataType) in ("FLOAT16", "FLOAT32"):
+                norm_bytes += _value_bytes(val, weights)
+        if op.type == "gather" and embedding is None:
+            src = producer.get(op.inputs["x"].arguments[0].name)
+            if src is not None and (src.type == "const" or src.type.startswith("constexpr_")):
+                embedding = _weight(op, src, producer, weights)
+            continue
         if op.type != "linear":
             continue
         src = producer[op.inputs["weight"].arguments[0].name]
@@ -137,7 +147,42 @@ def summarize(package: str | Path) -> PackageSummary:
         metadata=dict(desc.metadata.userDefined),
         linears=linears,
         float_consts=float_consts,
+        embedding=embedding,
+        norm_bytes=norm_bytes,
+        package_bytes=sum(p.stat().st_size for p in Path(package).rglob("*") if p.is_file()),
     )
+
+
+def _weight(op, src, producer: dict, weights: bytes) -> LinearWeight:
+    """The bytes and kind of the weight `src` (a const or constexpr op) that `op` reads."""
+    shape = _shape(src.outputs[0].type.tensorType)
+    if src.type == "const":
+        return LinearWeight(op.outputs[0].name, src.outputs[0].name, "const", shape, _value_bytes(src.attributes["val"], weights))
+    size, kinds = 0, {}
+    for name, arg in src.inputs.items():
+        binding = arg.arguments[0]
+        value = binding.value if binding.WhichOneof("binding") == "value" else producer[binding.name].attributes["val"]
+        size += _value_bytes(value, weights)
+        kinds[name] = _dtype_name(value.type.tensorType.dataType)
+    return LinearWeight(op.outputs[0].name, src.outputs[0].name, src.type, shape, size, kinds)
+
+
+def component_bytes(summary: PackageSummary) -> dict:
+    """The package's bytes by component (targets/components.py): ternary linears, the head (the
+    last linear; 0 when it reads the embedding's table), the gather's table, norm weights; the
+    rest of the package (program, metadata, RoPE tables, alignment) as other."""
+    from bitexport.targets.components import split
+
+    head = summary.linears[-1] if summary.linears else None
+    emb = summary.embedding
+    shared = head is not None and emb is not None and head.source == emb.source
+    counted = {
+        "ternary": sum(w.blob_bytes for w in summary.linears[:-1]),
+        "head": 0 if shared or head is None else head.blob_bytes,
+        "embedding": emb.blob_bytes if emb else 0,
+        "norms": summary.norm_bytes,
+    }
+    return split(counted, summary.package_bytes, shared)
 
 
 def _array_dtype(code: int) -> str:

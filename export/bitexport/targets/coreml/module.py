@@ -194,8 +194,8 @@ class CoreMLDecoder(nn.Module):
         self.norm = _copy_norm(src.norm)
         with torch.no_grad():
             self.embed_tokens.weight.copy_(src.embed_tokens.weight)
-        # A tied head gets a weight of its own when it is to be compressed (the embedding table
-        # stays float); otherwise it reads the embedding table, so the package holds it once.
+        # A tied head gets a weight of its own when its format differs from the table's;
+        # otherwise it reads the embedding table, so the package holds it once.
         self.lm_head: nn.Module
         if src.lm_head is None and not separate_head:
             self.lm_head = TiedHead()
@@ -252,6 +252,6 @@ def _copy_norm(src: RMSNorm | None) -> RMSNorm | None:
 def lower_for_coreml(model: BitNetDecoder, separate_head: bool = True) -> CoreMLDecoder:
     """BitNetDecoder (frozen) -> CoreMLDecoder; the source module is left untouched.
 
-    `separate_head=False` lets a tied head share the embedding table (for an uncompressed head).
+    `separate_head=False` lets a tied head share the embedding table (head and table in one format).
     """
     return CoreMLDecoder(model, separate_head).eval()

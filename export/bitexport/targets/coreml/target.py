@@ -69,14 +69,14 @@ class CoreMLTarget:
     def emit(self, model: LoadedModel, config: CoreMLConfig, folder: Path) -> list[Artifact]:
         from bitexport.targets.coreml.convert import convert
         from bitexport.targets.coreml.fp16 import CALIBRATION_TEXT
-        from bitexport.targets.coreml.inspect import summarize
+        from bitexport.targets.coreml.inspect import component_bytes, summarize
         from bitexport.runtime.text import TextCodec
 
         self.check(model, config)
         weights = config.weights
         calibration = TextCodec(model.tokenizer_path).encode(CALIBRATION_TEXT)
         try:
-            conv = convert(model.model, calibration, weights, config.head, float(config.fp16_headroom))
+            conv = convert(model.model, calibration, weights, config.head, float(config.fp16_headroom), config.embedding)
         except ValueError as e:
             raise TargetError(f"coreml: {e}; use --target executorch or onnx for this model") from None
         mlmodel = conv.mlmodel
@@ -91,6 +91,7 @@ class CoreMLTarget:
             "num_layers": str(cfg.num_layers),
             "weights": weights,
             "head": config.head,
+            "embedding": config.embedding,
             "fp32_modules": ",".join(conv.fp16.summary()["fp32_modules"]),
             "source": model.name,
         }
@@ -115,10 +116,11 @@ class CoreMLTarget:
             "ternary_bits_per_weight": round(8.0 * sum(w.blob_bytes for w in ternary) / n_ternary, 4),
             "head": config.head,
             "head_bits_per_weight": round(head.bits_per_weight, 4),
-            "embedding": "fp16",
+            "embedding": embedding_label(config.embedding),
             "minimum_deployment_target": "iOS18",
             "shapes": "flexible (one function: prefill and decode)",
             "fp16": conv.fp16.summary(),
+            "components": component_bytes(summary),
         }
         return [Artifact(ARTIFACT, self.name, "coreml", WEIGHT_FORMATS[weights], details=details)]
 
@@ -139,6 +141,11 @@ class CoreMLTarget:
         except Exception as e:  # a corrupt package fails in protobuf or coremltools in many ways
             return [f"{artifact.path}: unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})"]
         return static_problems(summary, bundle, artifact)
+
+
+def embedding_label(fmt: str) -> str:
+    """What the manifest says about the embedding table (the tolerance table reads the prefix)."""
+    return {"fp16": "fp16", "int8": "int8-per-row", "int4": "int4-block32"}[fmt]
 
 
 def _numel(shape) -> int:

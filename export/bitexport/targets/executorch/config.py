@@ -23,7 +23,10 @@ class ExecutorchConfig(TargetConfig):
     head: str = option(
         "int4", choices=("int4", "int8", "fp32"), help="output head: int4 groups of 32, int8 per row, or fp32",
     )
-    embedding: str = option("fp32", choices=("fp32", "int8"), help="embedding table: fp32, or int8 per row")
+    embedding: str = option(
+        "int8", choices=("int8", "int4", "fp32"),
+        help="embedding table: fp32, int8 per row, or int4 groups of 32 (fp16 scales); stock quantized kernels",
+    )
     int4_group_size: int | None = option(
         None, parse=_group,
         help="with --weights int4: weights per int4 scale group (a multiple of 32), or 'row' (default)",

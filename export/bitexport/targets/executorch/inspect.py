@@ -93,3 +93,90 @@ def summarize_pte(path: str | Path) -> PteSummary:
                     seen.add(idx)
                     summary.tq2_constant_bytes += _nbytes(t)
     return summary
+
+
+EMBEDDING_OPS = ("aten::embedding", "quantized_decomposed::embedding_byte", "quantized_decomposed::embedding_4bit")
+
+
+def _xnnpack_constants(raw: bytes, program, segment_base: int, plan) -> list[tuple[list[int], int]]:
+    """(dims, bytes) of every constant tensor the forward method's XNNPACK delegates hold, scales
+    counted with their weight, read from the delegates' own flatbuffers (decompiled with the flatc
+    that ExecuTorch ships); constants in the named-data segments are sized from their entries."""
+    import json
+    import tempfile
+
+    import executorch.backends.xnnpack.serialization as xnn_serialization
+    from executorch.backends.xnnpack.serialization.xnnpack_graph_serialize import XNNHeader
+    from executorch.exir._serialize._flatbuffer import _flatc_decompile
+
+    schema = str(Path(list(xnn_serialization.__path__)[0]) / "schema.fbs")
+    out = []
+    for d in plan.delegates:
+        if d.id != "XnnpackBackend":
+            continue
+        seg = program.segments[d.processed.index]
+        blob = raw[segment_base + seg.offset: segment_base + seg.offset + seg.size]
+        h = XNNHeader.from_bytes(blob[: XNNHeader.EXPECTED_LENGTH])
+        with tempfile.TemporaryDirectory() as td:
+            (Path(td) / "g.bin").write_bytes(blob[h.flatbuffer_offset: h.flatbuffer_offset + h.flatbuffer_size])
+            _flatc_decompile(td, schema, str(Path(td) / "g.bin"))
+            graph = json.loads((Path(td) / "g.json").read_text())
+        sizes = [int(c.get("size", 0)) for c in graph.get("constant_data", [])]
+        for v in graph.get("xvalues", []):
+            u = v.get("xvalue_union", {})
+            t = u.get("tensor_value", u)
+            idx = int(t.get("constant_buffer_idx", 0) or 0)
+            if not idx:
+                continue
+            n = sizes[idx] if idx < len(sizes) else 0
+            q = u.get("quant_params") or {}
+            sidx = int(q.get("scale_buffer_idx", 0) or 0)
+            if sidx and sidx < len(sizes):
+                n += sizes[sidx]
+            out.append(([int(x) for x in t.get("dims", [])], n))
+    return out
+
+
+def component_bytes(path: str | Path, vocab_size: int, hidden_size: int) -> dict:
+    """The .pte's bytes by component (targets/components.py).
+
+    Constants outside delegates: the tq2 operator's arguments are ternary, the embedding
+    operators' are the embedding, other rank-1 tensors are norm weights. Inside XNNPACK: the last
+    [vocab, hidden] weight is the head (the head is the last linear), other rank-1 tensors norms,
+    the rest ternary (the linears of --weights int4|fp32). The file's total is its size."""
+    from executorch.exir._serialize._program import _get_extended_header
+    from executorch.exir.schema import KernelCall, Tensor
+
+    from bitexport.targets.components import split
+
+    path = Path(path)
+    raw = path.read_bytes()
+    program = _read_program(path)
+    eh = _get_extended_header(raw[:64])
+    base = eh.segment_base_offset if eh is not None and eh.is_valid() else 0
+    fwd = next(p for p in program.execution_plan if p.name == "forward")
+    counted: dict[str, int] = {}
+    owner: dict[int, str] = {}
+
+    def add(component: str, n: int) -> None:
+        counted[component] = counted.get(component, 0) + n
+
+    for chain in fwd.chains:
+        for ins in chain.instructions:
+            call = ins.instr_args
+            if not isinstance(call, KernelCall):
+                continue
+            name = fwd.operators[call.op_index].name
+            role = "ternary" if name == TQ2_OP else "embedding" if name in EMBEDDING_OPS else None
+            if role:
+                for i in call.args:
+                    owner.setdefault(i, role)
+    for i, v in enumerate(fwd.values):
+        t = v.val
+        if isinstance(t, Tensor) and t.data_buffer_idx > 0 and t.allocation_info is None:
+            add(owner.get(i) or ("norms" if len(t.sizes) == 1 else "other"), _nbytes(t))
+    xnn = _xnnpack_constants(raw, program, base, fwd)
+    head_at = max((k for k, (dims, _) in enumerate(xnn) if dims == [vocab_size, hidden_size]), default=None)
+    for k, (dims, n) in enumerate(xnn):
+        add("head" if k == head_at else "norms" if len(dims) == 1 else "ternary", n)
+    return split(counted, len(raw))

@@ -25,7 +25,7 @@ def required_kernels(weights: str, embedding: str) -> list[str]:
     needs = []
     if weights == "tq2":
         needs.append(TQ2)
-    if embedding == "int8":
+    if embedding in ("int8", "int4"):
         needs.append(QUANTIZED)
     return needs
 

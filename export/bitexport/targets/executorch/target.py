@@ -6,7 +6,7 @@
   on a stock ExecuTorch runtime.
 - fp32: float weights on XNNPACK, the baseline; stock runtime.
 Every mode also needs ExecuTorch's LLM custom ops (KV cache, SDPA: shipped with the stock LLM
-runtimes) and, for --embedding int8, its quantized kernels (shipped too). Options: config.py.
+runtimes) and, for --embedding int8|int4, its quantized kernels (shipped too). Options: config.py.
 
 Lowering, in order, each a pass from module to module on a copy of the loaded decoder (passes/):
 norm (RMSNorm without pow) -> attention (fused qkv, ExecuTorch KV cache + SDPA) -> mlp (fused
@@ -96,11 +96,16 @@ class ExecutorchTarget:
                 f"--head int4 needs hidden_size to be a multiple of 32 (XNNPACK's int4 groups); this model's is "
                 f"{model.config.hidden_size}: export with --head fp32"
             )
+        if config.embedding == "int4" and model.config.hidden_size % 32:
+            raise TargetError(
+                f"--embedding int4 needs hidden_size to be a multiple of 32 (its scale groups); this model's is "
+                f"{model.config.hidden_size}: export with --embedding int8"
+            )
         if model.model.max_seq_len < 2:
             raise TargetError("--max-seq-len must be at least 2 for an ExecuTorch export")
 
     def emit(self, model: LoadedModel, config: ExecutorchConfig, folder: Path) -> list[Artifact]:
-        from bitexport.targets.executorch.inspect import summarize_pte
+        from bitexport.targets.executorch.inspect import component_bytes, summarize_pte
         from bitexport.targets.executorch.passes.head import head_label
         from bitexport.targets.executorch.program import constant_methods, export_decoder, to_pte
 
@@ -116,7 +121,8 @@ class ExecutorchTarget:
         details = {
             "ternary_bits_per_weight": _ternary_bits(config.weights, summary, module),
             "head": head_label(config.head, model.config.hidden_size),
-            "embedding": config.embedding,
+            "embedding": {"fp32": "fp32", "int8": "int8-per-row", "int4": "int4-group32"}[config.embedding],
+            "components": component_bytes(path, model.config.vocab_size, model.config.hidden_size),
             "custom_kernels": required_kernels(config.weights, config.embedding),
             "stock_runtime": config.weights != "tq2",
             "int4_granularity": ("per-row" if config.int4_group_size is None else f"group{config.int4_group_size}") if int4 else None,

@@ -19,7 +19,11 @@ class OnnxConfig(TargetConfig):
         "int4", choices=("int4", "int8", "fp16", "fp32"),
         help="output head: int4 blocks of 32, int8 blocks of up to 256, fp16 (half the file, computed in fp32), fp32",
     )
-    embedding: str = option("fp32", choices=("fp32", "int4"), help="embedding table: fp32, or int4 groups of 32")
+    embedding: str = option(
+        "int8", choices=("int8", "int4", "fp16", "fp32"),
+        help="embedding table: fp32, fp16, int8 blocks of up to 256, or int4 blocks of 32 (GatherBlockQuantized; "
+        "a tied head of the same format shares the table)",
+    )
     accuracy_level: int = option(
         4, choices=(4, 0), parse=int,
         help="MatMulNBits accuracy level: 4 (int8 activations, ORT's fast path) or 0 (fp32, exact, ~100x slower)",

@@ -151,3 +151,37 @@ def load_graph_only(path: str) -> onnx.ModelProto:
 
 
 __all__ = ["LinearStorage", "float_weight_initializers", "load_graph_only", "ternary_bits_per_weight", "ternary_linears"]
+
+
+def _component_of(name: str) -> str:
+    """The component an initializer belongs to, by the names decoder.py gives them."""
+    if name.startswith("embed_tokens."):
+        return "embedding"
+    if name.startswith("lm_head."):
+        return "head"
+    if name.startswith("layers.") and any(s + "." in name for s in TERNARY_SUFFIXES):
+        return "ternary"
+    if name.endswith(("norm.weight", "layernorm.weight")):
+        return "norms"
+    return "other"
+
+
+def component_bytes(folder) -> dict:
+    """The ONNX artifact folder's bytes by component (targets/components.py): initializers by name,
+    the rest of the folder (graph, genai and tokenizer files) as other. A head that reads the
+    embedding's table (tied, same format) has no initializer of its own."""
+    from pathlib import Path
+
+    from bitexport.targets.components import split
+
+    folder = Path(folder)
+    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    counted: dict[str, int] = {}
+    for t in model.graph.initializer:
+        c = _component_of(t.name)
+        counted[c] = counted.get(c, 0) + _nbytes(t)
+    total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    head_nodes = [n for n in model.graph.node if n.name == "lm_head" or n.name.startswith("lm_head/")]
+    reads = {i for n in head_nodes for i in n.input}
+    shared = counted.get("head", 0) == 0 and any(i.startswith("embed_tokens.") for i in reads)
+    return split(counted, total, shared)

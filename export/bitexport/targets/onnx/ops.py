@@ -156,7 +156,9 @@ class Table:
     """How a [V, H] table (embedding or head weight) is stored: initializer names of its forms."""
 
     fp32: str | None = None  # float [V, H]
+    fp16: str | None = None  # float16 [V, H]
     int4: tuple[str, str] | None = None  # (uint8 [V, H/2] nibbles, float scales [V, H/32])
+    int8: tuple[str, str] | None = None  # (uint8 [V, H] codes + 128, float scales [V, H/block])
 
 
 def _int4_table(g: Graph, w: np.ndarray, name: str) -> tuple[str, str]:
@@ -165,20 +167,48 @@ def _int4_table(g: Graph, w: np.ndarray, name: str) -> tuple[str, str]:
     return g.init(f"{name}.qweight", b.reshape(b.shape[0], -1)), g.init(f"{name}.scales", scales)
 
 
+def _int8_table(g: Graph, w: np.ndarray, name: str) -> tuple[str, str]:
+    q, scales = quantize_int8_blockwise(w.astype(np.float32), int8_head_block(w.shape[1]))
+    # [V, H]: GatherBlockQuantized (bits 8, default zero point 128) and MatMulNBits 8-bit read the same bytes
+    return g.init(f"{name}.qweight", q.reshape(q.shape[0], -1)), g.init(f"{name}.scales", scales)
+
+
+EMBEDDING_FORMATS = ("fp32", "fp16", "int8", "int4")
+
+
+def embedding_label(fmt: str, hidden: int) -> str:
+    """What the manifest says about an embedding stored in `fmt`."""
+    if fmt == "int4":
+        return f"int4-block{HEAD_BLOCK_SIZE}"
+    if fmt == "int8":
+        return f"int8-block{int8_head_block(hidden)}"
+    return fmt
+
+
 def embedding(g: Graph, ids: str, w: np.ndarray, fmt: str, name: str) -> tuple[str, Table]:
     """Rows of the embedding table w [V, H] for token ids, and how the table was stored.
 
-    "fp32": a plain Gather. "int4": GatherBlockQuantized on the int4 blockwise table (lossy, the
-    same quantization as the int4 head, so a tied head reuses its bytes)."""
+    "fp32": a plain Gather. "fp16": a Gather on the float16 table, the rows widened by a Cast (half
+    the file and half the table's memory; the rows are exactly fp16(w)). "int4" / "int8":
+    GatherBlockQuantized on the blockwise table (lossy; int4 blocks of 32, int8 blocks of up to
+    256, both symmetric with ORT's default zero point), the same quantization and bytes as the
+    int4 / int8 head, so a tied head of the same format reuses them."""
     if fmt == "fp32":
         table = g.init(f"{name}.weight", w.astype(np.float32))
         return g.op("Gather", [table, ids], name, axis=0), Table(fp32=table)
-    if fmt == "int4":
-        data, scales = _int4_table(g, w, name)
+    if fmt == "fp16":
+        table = g.init(f"{name}.weight_fp16", w.astype(np.float16))
+        rows = g.op("Gather", [table, ids], f"{name}/gather", axis=0)
+        return g.op("Cast", [rows], name, to=FLOAT), Table(fp16=table)
+    if fmt in ("int4", "int8"):
+        if fmt == "int4":
+            bits, bs, (data, scales) = 4, HEAD_BLOCK_SIZE, _int4_table(g, w, name)
+        else:
+            bits, bs, (data, scales) = 8, int8_head_block(w.shape[1]), _int8_table(g, w, name)
         x = g.op("GatherBlockQuantized", [data, ids, scales], name, domain=MS_DOMAIN,
-                 bits=4, block_size=HEAD_BLOCK_SIZE, gather_axis=0, quantize_axis=1)
-        return x, Table(int4=(data, scales))
-    raise ValueError(f"embedding format {fmt!r} is not one of fp32, int4")
+                 bits=bits, block_size=bs, gather_axis=0, quantize_axis=1)
+        return x, Table(**{fmt: (data, scales)})
+    raise ValueError(f"embedding format {fmt!r} is not one of {', '.join(EMBEDDING_FORMATS)}")
 
 
 HEAD_FORMATS = ("int4", "int8", "fp16", "fp32")
@@ -202,11 +232,12 @@ def head(g: Graph, x: str, w: np.ndarray, shared: Table, fmt: str, accuracy_leve
     `shared` what the file already holds of it (the embedding's table when tied, else nothing).
 
     "int4": MatMulNBits 4-bit, blockwise symmetric, block 32 (lossy: the error is measured in the
-    tests); an int4 embedding table is reused through a Reshape that ORT folds at load.
+    tests); an int4 embedding table is reused through a Reshape that ORT folds at load (int8 alike).
     "int8": MatMulNBits 8-bit, symmetric blocks of up to 256 (the largest fast block dividing H:
     nearly per channel, 8.1-8.25 bits a weight).
     Both run with `accuracy_level` (4: ORT quantizes the head's input to int8 per K block).
-    "fp16": the table stored in float16 and widened by a Cast that ORT folds at load (half the file;
+    "fp16": the table stored in float16 (an fp16 embedding's, when tied) and widened by a Cast
+    that ORT folds at load (half the file;
     ORT's CPU computes in fp32, so speed and memory are fp32's; the weights are exactly fp16(w)).
     "fp32": a Gemm with transB on the [V, H] table itself, so a tied head shares the embedding's
     initializer instead of storing a transposed copy.
@@ -218,8 +249,7 @@ def head(g: Graph, x: str, w: np.ndarray, shared: Table, fmt: str, accuracy_leve
             data, scales = shared.int4 or _int4_table(g, w, name)
         else:
             bits, bs = 8, int8_head_block(hidden)
-            q, scales_np = quantize_int8_blockwise(w.astype(np.float32), bs)
-            data, scales = g.init(f"{name}.qweight", q.reshape(vocab, -1)), g.init(f"{name}.scales", scales_np)
+            data, scales = shared.int8 or _int8_table(g, w, name)
         k_blocks = -(-hidden // bs)
         b = g.op("Reshape", [data, g.const([vocab, k_blocks, bs * bits // 8], np.int64)], f"{name}/blocks")
         return g.node(
@@ -227,7 +257,7 @@ def head(g: Graph, x: str, w: np.ndarray, shared: Table, fmt: str, accuracy_leve
             K=hidden, N=vocab, bits=bits, block_size=bs, accuracy_level=accuracy_level,
         )[0]
     if fmt == "fp16":
-        half = g.init(f"{name}.weight_fp16", w.astype(np.float16))
+        half = shared.fp16 or g.init(f"{name}.weight_fp16", w.astype(np.float16))
         table = g.op("Cast", [half], f"{name}/widen", to=FLOAT)
     elif fmt == "fp32":
         table = shared.fp32 or g.init(f"{name}.weight", w.astype(np.float32))

@@ -7,8 +7,8 @@
 
 --weights: tq2 (default) = MatMulNBits 2-bit on ORT's fast int8-activation path; int4 =
 MatMulNBits 4-bit (also exact for ternary codes); fp32 = plain MatMul (the benchmark's baseline).
-head: int4 (MatMulNBits 4-bit, block 32, lossy) or fp32. embedding: fp32 or int4
-(GatherBlockQuantized, lossy; a tied int4 head then shares its bytes). accuracy_level 4 (default:
+head: int4 (MatMulNBits 4-bit, block 32, lossy), int8, fp16 or fp32. embedding: fp32, fp16, int8
+or int4 (GatherBlockQuantized, lossy; a tied head of the same format then shares its bytes). accuracy_level 4 (default:
 int8 activations inside MatMulNBits, fast) or 0 (fp32, exact but 2-bit is then ~100x slower);
 with level 4, activations "block" (ORT requantizes per K block) or "exact" (a sentinel per block).
 Options: config.py.
@@ -58,7 +58,7 @@ class OnnxTarget:
     def emit(self, model: LoadedModel, config: OnnxConfig, folder: Path) -> list[Artifact]:
         from bitexport.targets.onnx.decoder import build_decoder_graph
         from bitexport.targets.onnx.genai import write_genai_files
-        from bitexport.targets.onnx.ops import LinearFormat, head_label
+        from bitexport.targets.onnx.ops import LinearFormat, embedding_label, head_label
 
         self.check(model, config)
         weights, level = config.weights, config.accuracy_level
@@ -70,7 +70,7 @@ class OnnxTarget:
         details = {
             "ternary_bits_per_weight": round(ternary_bits_per_weight(linears), 4),
             "head": head_label(config.head, model.config.hidden_size),
-            "embedding": "int4-block32" if config.embedding == "int4" else "fp32",
+            "embedding": embedding_label(config.embedding, model.config.hidden_size),
             "accuracy_level": level,
             # "exact": BitNet's per-token int8 activations, a sentinel input per K block (ops.py)
             "activations": "exact" if fmt.sentinels else ("block" if level == 4 else "fp32"),
@@ -81,6 +81,9 @@ class OnnxTarget:
         }
         save_model(proto, out / MODEL_FILE)
         write_genai_files(out, model.config, MODEL_FILE, model.model.max_seq_len, model.tokenizer_path)
+        from bitexport.targets.onnx.inspect import component_bytes
+
+        details["components"] = component_bytes(out)
         return [Artifact(FOLDER, "onnx", "onnxruntime-genai", WEIGHT_FORMATS[weights], details=details)]
 
     def runner(self, bundle: Bundle, artifact: Artifact) -> Runner:
