@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -129,3 +130,105 @@ def test_demo_validation_split(tmp_path):
     assert chars == len(tail) and tail.startswith("line 18")
     with pytest.raises(InputError, match="not found"):
         demo_validation_tokens(DEMO_MODEL / "tokenizer.json", tmp_path / "missing.txt")
+
+
+# --- llama-perplexity's protocol and the GGUF's tokenizer --------------------------------------------
+
+def _seeded_logits(vocab: int):
+    def run(window):
+        g = torch.Generator().manual_seed(hash(tuple(window)) % (2**31))
+        return torch.randn(len(window), vocab, generator=g).numpy()
+    return run
+
+
+def test_llamacpp_protocol_scores_the_second_half_of_full_windows():
+    """perplexity(score_from=n//2, full_windows=True) against a loop written after perplexity.cpp:
+    floor(len / n) chunks, positions n/2 .. n-2 of each predict the next token."""
+    vocab, n = 13, 20
+    tokens = np.random.default_rng(1).integers(0, vocab, 107).tolist()  # 5 chunks and 7 tokens dropped
+    fn = _seeded_logits(vocab)
+    nll, count = 0.0, 0
+    for c in range(len(tokens) // n):
+        w = tokens[c * n:(c + 1) * n]
+        logp = torch.log_softmax(torch.from_numpy(fn(w)).double(), -1)
+        for j in range(n // 2, n - 1):
+            nll -= float(logp[j, w[j + 1]])
+            count += 1
+    got = perplexity(fn, tokens, n, score_from=n // 2, full_windows=True)
+    assert (got.windows, got.tokens_scored, count) == (5, 45, 45)
+    assert math.isclose(got.nll_sum, nll, rel_tol=1e-12)
+    every = perplexity(fn, tokens, n)  # the bench's own protocol scores other tokens
+    assert every.tokens_scored == 5 * 19 + 6 and not math.isclose(every.nll_sum, nll, rel_tol=1e-3)
+
+
+def test_gguf_vocab_is_the_tokenizers_own(tmp_path):
+    import json
+
+    from tokenizers import Tokenizer
+
+    from bitexport.bench.llamacpp.vocab import bpe_vocab
+    from bitexport.cli import DEMO_MODEL
+    from bitexport.errors import InputError
+
+    path = DEMO_MODEL / "tokenizer.json"
+    tok, v = Tokenizer.from_file(str(path)), bpe_vocab(path)
+    assert len(v["tokens"]) == tok.get_vocab_size() == 4096
+    assert all(v["tokens"][i] == tok.id_to_token(i) for i in range(4096))
+    assert v["token_types"][0] == 3 and set(v["token_types"][1:]) == {1}  # <|endoftext|> is control
+    assert len(v["merges"]) == len(json.loads(path.read_text())["model"]["merges"])
+    assert all(m.count(" ") == 1 for m in v["merges"])
+    other = json.loads(path.read_text())
+    other["pre_tokenizer"] = {"type": "Whitespace"}
+    (tmp_path / "t.json").write_text(json.dumps(other))
+    with pytest.raises(InputError, match="byte-level BPE"):
+        bpe_vocab(tmp_path / "t.json")
+
+
+def _llamacpp():
+    from bitexport.bench.llamacpp import find_llamacpp
+
+    return find_llamacpp()
+
+
+@pytest.mark.skipif(_llamacpp() is None, reason="llama.cpp is not built (python -m bitexport.bench.llamacpp build)")
+def test_llama_perplexity_agrees_with_the_reference_under_its_protocol(tmp_path):
+    """The demo model's weights with a SiLU gate (the FFN llama.cpp's BitNet graph computes): the
+    GGUF, given our tokenizer, cuts the validation text into our ids, and llama-perplexity's figure
+    matches the PyTorch reference scored under the same protocol, not under the bench's own."""
+    import json
+    import shutil
+
+    from bitexport.bench.llamacpp import convert, write_1bitllm
+    from bitexport.bench.llamacpp import perplexity as lp
+    from bitexport.bench.llamacpp.vocab import retokenize
+    from bitexport.bench.quality import demo_validation_text
+    from bitexport.cli import DEMO_MODEL
+    from bitexport.errors import EnvironmentProblem
+
+    lc = _llamacpp()
+    model = tmp_path / "silu"
+    shutil.copytree(DEMO_MODEL, model)
+    cfg = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**cfg, "hidden_act": "silu"}))
+    n = 128
+    ids, text = demo_validation_text(model / "tokenizer.json", max_tokens=4 * n + 5)
+    (tmp_path / "t.txt").write_text(text)
+    loaded = load_model(model, n)
+    gguf = convert(lc, write_1bitllm(loaded, tmp_path / "onebit"), "tq2_0", tmp_path / "m.gguf")["path"]
+    try:  # the converter's stand-in SentencePiece vocabulary cuts text into other ids
+        stand_in = lp.tokenize(lc, Path(gguf), tmp_path / "t.txt")
+    except EnvironmentProblem:
+        stand_in = None
+    assert stand_in != ids
+    g = retokenize(lc.source / "gguf-py", Path(gguf), tmp_path / "v.gguf", model / "tokenizer.json", 0)
+    llama_ids = lp.tokenize(lc, g, tmp_path / "t.txt")
+    from tokenizers import Tokenizer
+
+    assert llama_ids == Tokenizer.from_file(str(model / "tokenizer.json")).encode(text).ids
+    got = lp.perplexity(lc, g, tmp_path / "t.txt", n, 2)
+    ref = perplexity(reference_logits(loaded.model), llama_ids, n, score_from=n // 2, full_windows=True)
+    other = perplexity(reference_logits(loaded.model), llama_ids, n)
+    assert got["tokens_scored"] == ref.tokens_scored == 4 * (n - n // 2 - 1)
+    # llama.cpp quantizes activations per 256-block and keeps the embedding in F16: a small difference
+    assert abs(got["perplexity"] / ref.perplexity - 1) < 0.02, (got, ref.perplexity)
+    assert abs(got["perplexity"] / other.perplexity - 1) > 0.02, (got, other.perplexity)

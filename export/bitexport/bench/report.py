@@ -34,7 +34,20 @@ def _quality(q: dict | None) -> str:
     if not q or "perplexity" not in q:
         return "-"
     diff = q.get("vs_reference")
-    return f"{q['perplexity']:.3f}" + ("" if diff is None else f" ({100 * diff:+.2f} %)")
+    mark = " †" if q.get("protocol") else ""  # llama-perplexity's own protocol
+    return f"{q['perplexity']:.3f}" + ("" if diff is None else f" ({100 * diff:+.2f} %)") + mark
+
+
+def _llamacpp_quality(q: dict | None) -> list[str]:
+    lc = (q or {}).get("llama_cpp")
+    if not lc:
+        return []
+    if lc.get("status") == "not measured":
+        return [f"- llama.cpp perplexity: not measured: {lc['reason']}"]
+    ref = (lc.get("reference") or {}).get("perplexity")
+    ref_text = f" (reference under it: {ref:.3f})" if ref is not None else ""
+    return [f"- † llama.cpp through its own {lc['protocol']}, on the same token ids; compared with the PyTorch "
+            f"reference under the same protocol{ref_text}", *([f"- {lc['note']}"] if lc.get("note") else [])]
 
 
 def markdown(report: dict) -> str:
@@ -80,6 +93,7 @@ def markdown(report: dict) -> str:
               "- greedy agreement: tokens equal to the PyTorch reference's, counted from the first, over all new tokens",
               *([f"- perplexity: teacher-forced on {report['quality']['text']}, windows of {report['quality']['window']} "
                  "tokens; in brackets the difference from the PyTorch reference's"] if report.get("quality") else []),
+              *_llamacpp_quality(report.get("quality")),
               ""]
     return "\n".join(line for line in lines if line is not None)
 

@@ -406,7 +406,7 @@ def run_suite(opts: SuiteOptions) -> dict:
 
     from bitexport.bench.quality import suite_quality
 
-    quality_info = suite_quality(records, opts, model_path, cfg, work, step)
+    quality_info = suite_quality(records, opts, model_path, cfg, work, step, lc)
 
     proc.wait_for_quiet(opts.max_wait_quiet_s)
     step(f"measuring read bandwidth again ({opts.threads} threads)")

@@ -106,7 +106,7 @@ def _quality(args: argparse.Namespace) -> dict:
             torch.set_num_threads(args.threads)
         logits = Q.reference_logits(load_model(args.model, args.window).model)
     t0 = time.perf_counter()
-    result = Q.perplexity(logits, tokens, args.window).to_dict()
+    result = Q.perplexity(logits, tokens, args.window, args.score_from, args.full_windows).to_dict()
     return {**result, "quality_s": time.perf_counter() - t0}
 
 
@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--threads", type=int, default=None)
     q.add_argument("--tokens", required=True, help="JSON file with the token ids to score")
     q.add_argument("--window", type=int, required=True, help="tokens per window (the KV length)")
+    q.add_argument("--score-from", type=int, default=0, help="first position of a window that is scored")
+    q.add_argument("--full-windows", action="store_true", help="drop a shorter last window")
     args = p.parse_args(argv)
     if getattr(args, "threads", None):
         # runtimes that size their pools from the environment (OpenMP, torch) follow it too

@@ -17,7 +17,7 @@ from bitexport.cache import cache_dir
 from bitexport.errors import EnvironmentProblem
 
 VERSION = "0.3.36"  # llama-cpp-python source distribution (NOTES.md's measurements used it)
-TARGETS = ("llama-bench", "llama-quantize", "llama-completion")
+TARGETS = ("llama-bench", "llama-quantize", "llama-completion", "llama-perplexity", "llama-tokenize")
 
 Progress = Callable[[str], None]
 
