@@ -47,6 +47,11 @@ HEADS: dict[str, Tolerance] = {
     # a random Gaussian head loses ~8.6 % rms to int4 groups: measured up to 0.081 token margin,
     # 0.14 of max|logit| and 5.3 % perplexity on the tiny models (trained heads lose less)
     "int4": Tolerance(0.10, 0.20, 0.10, "head int4 groups of 32 (lossy by design)"),
+    # int8 (ExecuTorch per row, ONNX blocks of up to 256): ~0.4 % rms weight error; measured 0.007
+    # of the logit range (ExecuTorch tq2, tests/targets/executorch) with its int8 activations
+    "int8": Tolerance(0.01, 0.02, 0.01, "head int8 (per row / blocks of up to 256)"),
+    # fp16 weights computed in fp32: each weight within 2^-11 relative
+    "fp16": Tolerance(0.005, 0.005, 0.005, "head fp16"),
 }
 EMBEDDINGS: dict[str, Tolerance] = {
     "fp32": Tolerance(0.0, 0.0, 0.0, "embedding fp32"),
@@ -55,8 +60,9 @@ EMBEDDINGS: dict[str, Tolerance] = {
     # per-row int8 keeps each element within 0.4 % of its row's max (not measured through verify yet)
     "int8": Tolerance(0.01, 0.02, 0.01, "embedding int8 per row"),
     # int4 groups of 32: with the int4 head sharing the table (tied), the tiny hf model's logits
-    # moved 0.39 of max|logit| in all (tests/targets/onnx), 0.14 beyond the int4 head's own share
-    "int4": Tolerance(0.10, 0.25, 0.10, "embedding int4 groups of 32 (lossy by design)"),
+    # moved 0.39-0.43 of max|logit| in all (tests/targets/onnx); with an int8 head 0.36, nearly all
+    # of it the embedding's
+    "int4": Tolerance(0.10, 0.40, 0.10, "embedding int4 groups of 32 (lossy by design)"),
 }
 
 

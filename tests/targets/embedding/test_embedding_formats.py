@@ -117,7 +117,7 @@ def test_onnx_embedding_table_and_logits(tmp_path, tiny_hf, fmt):
             "int8": ref_int8_blocks(w, int8_head_block(w.shape[1]))}[fmt]
     assert np.array_equal(_onnx_table(proto, fmt, w.shape[1]), want)
     comps = bundle.artifacts[0].details["components"]
-    assert comps["head_shares_embedding"] == (fmt == "int4")  # default int4 head: one table when tied
+    assert comps["head_shares_embedding"] == (fmt == OnnxConfig().head)  # a tied head of the same format: one table
     bound = tolerance_for(bundle.artifacts[0]).logits
     err = max_rel_logit_error(onnx_step(path), loaded.model, PROMPT)
     print(f"onnx embedding {fmt}: max |d logit| / max|logit| {err:.4f} (bound {bound})")

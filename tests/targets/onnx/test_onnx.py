@@ -234,10 +234,10 @@ def int4_reference(loaded, embedding_too=False):
 
 
 def test_int4_head_is_blockwise_int4(tmp_path, tiny):
-    """The default head (int4, block 32) computes what its dequantized weights compute: compared
-    with a reference whose head holds those weights, the accuracy-4 bound holds. Its loss against
-    the true reference is printed (random Gaussian heads: ~8.6% rms weight error)."""
-    bundle = export(tmp_path, tiny, "b")
+    """The int4 head (block 32) computes what its dequantized weights compute: compared with a
+    reference whose head holds those weights, the accuracy-4 bound holds. Its loss against the true
+    reference is printed (random Gaussian heads: ~8.6% rms weight error)."""
+    bundle = export(tmp_path, tiny, "b", head="int4")
     assert bundle.artifacts[0].details["head"] == "int4-block32"
     loaded = load_model(tiny, MAX_SEQ)
     got, want = teacher_forced_logits(onnx_path(bundle), int4_reference(loaded), steps=8)
@@ -255,10 +255,42 @@ def test_int4_head_is_blockwise_int4(tmp_path, tiny):
     assert rel_errors(got_neg, want_true).max() > 2 * bound
 
 
+def test_default_is_one_int8_table_for_a_tied_head(tmp_path, tiny_hf):
+    """The defaults (int8 head, int8 embedding): a tied model stores one uint8 [V, H] table, read by
+    GatherBlockQuantized and the head's MatMulNBits; logits within verify's bound of the true
+    reference, and the same bound catches a negated head."""
+    from bitexport.bundle.tolerance import tolerance_for
+
+    assert (OnnxConfig().head, OnnxConfig().embedding) == ("int8", "int8")
+    out = tmp_path / "d"
+    export_bundle(tiny_hf, "onnx", out, max_seq_len=MAX_SEQ)
+    bundle = read_bundle(out)
+    proto = onnx.load(onnx_path(bundle))
+    cfg = load_model(tiny_hf, MAX_SEQ).config
+    [head] = [n for n in proto.graph.node if n.name == "lm_head" and n.op_type == "MatMulNBits"]
+    [gather] = [n for n in proto.graph.node if n.op_type == "GatherBlockQuantized"]
+    # the head reads the embedding's bytes and scales (through a Reshape): no table of its own
+    vocab_tables = sorted(t.name for t in proto.graph.initializer if list(t.dims)[:1] == [cfg.vocab_size]
+                          and t.name.split(".")[0] in ("embed_tokens", "lm_head"))
+    assert vocab_tables == ["embed_tokens.qweight", "embed_tokens.scales"], vocab_tables
+    assert gather.input[0] == "embed_tokens.qweight" and head.input[2] == gather.input[2]
+    assert {a.name: a.i for a in head.attribute}["bits"] == {a.name: a.i for a in gather.attribute}["bits"] == 8
+    float_tables = [t.name for t in proto.graph.initializer if list(t.dims) == [cfg.vocab_size, cfg.hidden_size]
+                    and t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
+    assert float_tables == []
+    loaded = load_model(tiny_hf, MAX_SEQ)
+    bound = tolerance_for(bundle.artifacts[0]).logits
+    got, want = teacher_forced_logits(onnx_path(bundle), loaded, steps=8)
+    print(f"int8 embedding + head vs the fp32 reference: {rel_errors(got, want).max():.3f} (bound {bound})")
+    assert rel_errors(got, want).max() <= bound
+    got_neg, _ = teacher_forced_logits(onnx_path(negate_head(bundle)), loaded, steps=8)
+    assert rel_errors(got_neg, want).max() > 2 * bound
+
+
 def test_int4_embedding_shares_the_tied_head(tmp_path, tiny_hf):
     """embedding=int4 on a tied model: one uint8 table serves GatherBlockQuantized and the head's
     MatMulNBits, no float [V, H] table is stored, and the logits are those of the dequantized table."""
-    bundle = export(tmp_path, tiny_hf, "b", embedding="int4")
+    bundle = export(tmp_path, tiny_hf, "b", embedding="int4", head="int4")
     proto = onnx.load(onnx_path(bundle))
     cfg = load_model(tiny_hf, MAX_SEQ).config
     tables = [t for t in proto.graph.initializer if list(t.dims)[:1] == [cfg.vocab_size] and len(t.dims) == 2]
