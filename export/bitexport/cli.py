@@ -187,7 +187,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _chat(args: argparse.Namespace, path: str, runner, codec, tok_path: Path, sampling) -> int:
     from bitexport.runtime.chat import ChatSession, chat_loop, chat_template_for
 
-    session = ChatSession(runner, codec, chat_template_for(path, tok_path), args.system, sampling,
+    loaded = getattr(runner, "loaded", None)  # a model's reference runner: its config decides BOS / EOS
+    ids = (loaded.config.bos_token_id, loaded.config.eos_token_ids) if loaded is not None else (None, None)
+    session = ChatSession(runner, codec, chat_template_for(path, tok_path, *ids), args.system, sampling,
                           args.max_new_tokens)
     interactive = sys.stdin.isatty()
     if interactive:

@@ -44,9 +44,12 @@ def _ids(value) -> list[int]:
     return [] if value is None else [int(v) for v in (value if isinstance(value, list) else [value])]
 
 
-def chat_template_for(path: str | Path, tokenizer_json: str | Path) -> ChatTemplate:
-    """The chat template of a bundle (its manifest) or a model folder (chat_template.jinja or
-    tokenizer_config.json), with the BOS / first-EOS texts an export derives its chat_format from."""
+def chat_template_for(path: str | Path, tokenizer_json: str | Path, bos_token_id: int | None = None,
+                      eos_token_ids: tuple[int, ...] | None = None) -> ChatTemplate:
+    """The chat template of a bundle (its manifest) or a model (chat_template.jinja or
+    tokenizer_config.json in the folder beside its tokenizer.json: the model folder, a GGUF's
+    converted tokenizer), with the BOS / first-EOS texts an export derives its chat_format from.
+    A model's BOS / EOS ids are the loaded config's when given, else its config.json's."""
     from bitexport.bundle.chat import chat_template, special_token_texts
     from bitexport.bundle.store import is_bundle, read_bundle
 
@@ -56,12 +59,16 @@ def chat_template_for(path: str | Path, tokenizer_json: str | Path) -> ChatTempl
         template, bos, eos = manifest.get("chat_template"), manifest.get("bos_token_id"), manifest.get("eos_token_ids")
         fix = "export it again from a model folder that has one (chat_template.jinja or tokenizer_config.json)"
     else:
-        template = chat_template(path)
-        try:
-            config = json.loads((path / "config.json").read_text())
-        except (OSError, ValueError):
-            config = {}
-        bos, eos = config.get("bos_token_id"), _ids(config.get("eos_token_id"))
+        folder = path if path.is_dir() else Path(tokenizer_json).parent
+        template = chat_template(folder)
+        if eos_token_ids is None:
+            try:
+                config = json.loads((folder / "config.json").read_text())
+            except (OSError, ValueError):
+                config = {}
+            bos, eos = config.get("bos_token_id"), _ids(config.get("eos_token_id"))
+        else:
+            bos, eos = bos_token_id, list(eos_token_ids)
         fix = "add the model's chat_template.jinja (or a chat_template in tokenizer_config.json)"
     if not template:
         raise InputError(f"{path} has no chat template, so --chat cannot format a conversation; {fix}, "
