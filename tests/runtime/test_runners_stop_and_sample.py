@@ -32,6 +32,8 @@ STOP_AT = 4  # the stop token is the reference's 5th greedy token (first seen th
 SEQ = 64
 SAMPLED = SamplingConfig(temperature=1.0, top_p=0.95, seed=7)
 BIN = Path(sys.executable).parent / "bitexport"
+TEMPLATE = ("{{ bos_token }}{% for m in messages %}{{ m['role'][0] + ':' + m['content'] | trim + eos_token }}"
+            "{% endfor %}{% if add_generation_prompt %}{{ 'a:' }}{% endif %}")
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,7 @@ def model(tmp_path_factory):
     k = next(i for i in range(STOP_AT, N) if free[i] not in free[:i])
     stop = free[k]
     (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [1, stop], "do_sample": False}))
+    (folder / "chat_template.jinja").write_text(TEMPLATE)
     return folder, free, k, stop
 
 
@@ -135,3 +138,16 @@ def test_coreml_runner_reads_its_stop_tokens_from_the_package(model, bundles):
 
     package = ct.models.MLModel(str(bundles["coreml"] / "model.mlpackage"), skip_model_load=True)
     assert metadata_stop_ids(dict(package.user_defined_metadata)) == (1, model[3])
+
+
+def test_chat_on_every_runner_is_the_reference_chat(model, bundles):
+    """`run --chat` on each bundle (its template from the manifest, its stop tokens from the
+    artifact) answers a scripted conversation exactly as the model folder's reference does."""
+    folder = model[0]
+    script = "Hi\nAnd then?\n"
+    chat = lambda path: subprocess.run([str(BIN), "run", str(path), "--chat", "--system", "Be brief.", "-n", "6"],
+                                       input=script, capture_output=True, text=True, check=True).stdout
+    want = chat(folder)
+    assert want.count("\n") == 2 and want.strip()
+    assert chat(bundles["onnx"]) == want
+    assert chat(bundles["executorch"]) == want  # the ios bundle's first runnable artifact: the .pte
