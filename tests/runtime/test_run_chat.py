@@ -4,7 +4,6 @@ transformers' apply_chat_template and the reference decoder."""
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import subprocess
