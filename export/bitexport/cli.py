@@ -17,6 +17,15 @@ DEFAULT_PROMPT = "ROMEO:"
 REVISION_HELP = ("branch, tag or commit of a Hugging Face Hub id (default: main); a local path always wins over an id; "
                  "HF_HUB_OFFLINE=1 resolves ids from the local cache only")
 
+RUN_EXAMPLES = """examples:
+  bitexport run                                   # the bundled demo model, prompt 'ROMEO:', greedy
+  bitexport run bundles/demo -p "JULIET:" -n 100  # a bundle, streamed as it decodes
+  bitexport run bundles/demo --temperature 0.8 --top-p 0.95 --seed 7   # sampled, reproducible
+  bitexport run bundles/demo --json               # tokens, text and tokens/s as one JSON object
+  bitexport run bundles/falcon3 --chat --system "You are concise."     # chat with the model's template
+  printf 'Hi\\nAnd then?\\n' | bitexport run bundles/falcon3 --chat   # a scripted conversation
+"""
+
 
 def _default_model(model: str | None) -> str:
     if model:
@@ -114,40 +123,84 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sampling(args: argparse.Namespace):
+    from bitexport.runtime.sampling import SamplingConfig
+
+    return SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+
+
+def _write(piece: str) -> None:
+    if piece:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    from bitexport.runtime.text import TextCodec
+    from bitexport.runtime.text import TextCodec, TextStream
 
     if args.max_new_tokens < 1:
         raise InputError("--max-new-tokens must be at least 1")
+    sampling = _sampling(args)  # bad values are refused before a runtime loads
+    if args.chat and args.json:
+        raise InputError("--chat streams a conversation as text; drop --json (or --chat)")
+    if args.system is not None and not args.chat:
+        raise InputError("--system applies to --chat only; add --chat or drop --system")
     from bitexport.runtime.open import open_runner
 
     path = _local(_default_model(args.path), args.revision)
     runner, tok_path = open_runner(path, args.threads, emulate=args.emulate)
     codec = TextCodec(tok_path)
+    if args.chat:
+        return _chat(args, path, runner, codec, tok_path, sampling)
     prompt_ids = codec.encode(args.prompt)
-    gen = runner.generate(prompt_ids, args.max_new_tokens)
-    s = gen.stats
-    text = codec.decode(prompt_ids + gen.tokens)
     emulated = getattr(runner, "emulated", None)
     if args.json:
+        gen = runner.generate(prompt_ids, args.max_new_tokens, sampling)
+        s = gen.stats
         result = {
             "runner": runner.name,
             "prompt_tokens": len(prompt_ids),
             "tokens": gen.tokens,
-            "text": text,
+            "text": codec.decode(prompt_ids + gen.tokens),
             "prefill_tokens_per_s": round(s.prefill_tokens_per_s, 2),
             "decode_tokens_per_s": round(s.decode_tokens_per_s, 2),
+            "sampling": sampling.as_dict(),
         }
         if emulated:  # tokens/s of an emulated run are qemu's on this machine, never a phone's
             result["emulated"] = emulated
         print(json.dumps(result))
-    else:
-        print(text)
-        print(
-            f"[{runner.name}] prefill {s.prefill_tokens_per_s:.1f} tokens/s ({s.prompt_tokens} tokens), "
-            f"decode {s.decode_tokens_per_s:.1f} tokens/s ({s.new_tokens} tokens)"
-            + (f" -- EMULATED: qemu on this machine, not {emulated} hardware speed" if emulated else "")
-        )
+        return 0
+    # the prompt, then each piece of text as soon as its tokens are decoded
+    stream = TextStream(codec, prompt_ids)
+    _write(stream.finish())
+    gen = runner.generate(prompt_ids, args.max_new_tokens, sampling, lambda t: _write(stream.push(t)))
+    _write(stream.finish() + "\n")
+    s = gen.stats
+    print(
+        f"[{runner.name}] prefill {s.prefill_tokens_per_s:.1f} tokens/s ({s.prompt_tokens} tokens), "
+        f"decode {s.decode_tokens_per_s:.1f} tokens/s ({s.new_tokens} tokens)"
+        + (f" -- EMULATED: qemu on this machine, not {emulated} hardware speed" if emulated else "")
+    )
+    return 0
+
+
+def _chat(args: argparse.Namespace, path: str, runner, codec, tok_path: Path, sampling) -> int:
+    from bitexport.runtime.chat import ChatSession, chat_loop, chat_template_for
+
+    loaded = getattr(runner, "loaded", None)  # a model's reference runner: its config decides BOS / EOS
+    ids = (loaded.config.bos_token_id, loaded.config.eos_token_ids) if loaded is not None else (None, None)
+    session = ChatSession(runner, codec, chat_template_for(path, tok_path, *ids), args.system, sampling,
+                          args.max_new_tokens)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"[{runner.name}] chat: type a message and Enter; /reset starts over; Ctrl-D ends", file=sys.stderr)
+
+    def prompt() -> None:
+        if interactive:
+            sys.stderr.write("> ")
+            sys.stderr.flush()
+
+    chat_loop(session, sys.stdin, _write, prompt)
     return 0
 
 
@@ -219,12 +272,27 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print JSON instead of text")
     i.set_defaults(func=_cmd_inspect)
 
-    r = sub.add_parser("run", help="generate text with a bundle (desktop runtime) or a model folder (PyTorch reference)")
+    r = sub.add_parser("run", help="generate text with a bundle (desktop runtime) or a model folder (PyTorch reference)",
+                       description="Generate text with a bundle (its first artifact this machine runs) or a model folder "
+                       "(the PyTorch reference decoder). Text is printed as it is decoded; generation ends at any "
+                       "of the model's stop tokens or after --max-new-tokens.",
+                       epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("path", nargs="?", metavar="PATH",
                    help="bundle, model folder, GGUF file or Hugging Face Hub id (default: the bundled demo model)")
     r.add_argument("--revision", default=None, help=REVISION_HELP)
     r.add_argument("--prompt", "-p", default=DEFAULT_PROMPT, help=f"prompt text (default {DEFAULT_PROMPT!r})")
-    r.add_argument("--max-new-tokens", "-n", type=int, default=64, help="tokens to generate (default 64)")
+    r.add_argument("--max-new-tokens", "-n", type=int, default=64, help="tokens to generate (a chat reply's limit "
+                   "with --chat; default 64)")
+    r.add_argument("--chat", action="store_true", help="interactive chat: read messages from stdin, one a line, "
+                   "format the conversation with the model's chat template, stream each reply")
+    r.add_argument("--system", metavar="TEXT", default=None, help="system message for --chat")
+    s = r.add_argument_group("sampling (the same on every runner; greedy unless --temperature > 0)")
+    s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); higher = more random")
+    s.add_argument("--top-p", type=float, default=1.0, help="sample from the most likely tokens holding this "
+                   "probability mass, in (0, 1] (default 1: all)")
+    s.add_argument("--top-k", type=int, default=0, help="sample from the K most likely tokens (default 0: all)")
+    s.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same tokens "
+                   "(default: a fresh one each run)")
     r.add_argument("--threads", type=int, default=None, help="CPU threads (default: the runtime's)")
     r.add_argument("--json", action="store_true", help="print tokens, text and tokens/s as JSON")
     r.add_argument("--emulate", choices=("aarch64",), default=None,

@@ -65,3 +65,38 @@ def test_what_cannot_be_carried_is_left_out(tmp_path, template, generation):
     m = _manifest(tmp_path, template, generation)
     assert "chat_format" not in m and "generation" not in m and "stop_token_ids" not in m
     assert m.get("chat_template") == template
+
+
+def test_chat_template_jinja_comes_before_tokenizer_config(tmp_path):
+    """transformers reads chat_template.jinja before tokenizer_config.json's chat_template: so do
+    the manifest and `run --chat`."""
+    from transformers import AutoTokenizer
+
+    from bitexport.bundle.chat import chat_template
+
+    folder = _model(tmp_path, PLAIN, None)
+    (folder / "chat_template.jinja").write_text(WITH_BOS)
+    assert AutoTokenizer.from_pretrained(str(folder)).chat_template == WITH_BOS == chat_template(folder)
+    m = export(folder, "desktop", tmp_path / "b", max_seq_len=32).manifest
+    assert m["chat_template"] == WITH_BOS
+
+
+# what real templates call: raise_exception for unsupported roles, tojson for tool arguments
+# (transformers' own tojson keeps non-ASCII and does not escape HTML), strftime_now for dates
+HELPERS = ("{% for m in messages %}{% if m['role'] not in ['system', 'user', 'assistant'] %}"
+           "{{ raise_exception('unknown role ' + m['role']) }}{% endif %}"
+           "{{ m['role'] }}={{ m['content'] | tojson }};{% endfor %}{{ strftime_now('%Y') | length }}")
+
+
+def test_render_gives_templates_transformers_helpers(tmp_path):
+    from jinja2.exceptions import TemplateError
+    from transformers import PreTrainedTokenizerFast
+
+    folder = make_tiny_checkpoint(tmp_path / "m", "hf-bitnet")
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), bos_token="<s>", eos_token="</s>",
+                                  chat_template=HELPERS)
+    messages = [{"role": "system", "content": "<b>café</b> & \"quotes\""}, {"role": "user", "content": "日本"}]
+    want = tok.apply_chat_template(messages, tokenize=False)
+    assert render_jinja(HELPERS, messages, False, "<s>", "</s>") == want and "café" in want and "<b>" in want
+    with pytest.raises(TemplateError, match="unknown role tool"):
+        render_jinja(HELPERS, [{"role": "tool", "content": "x"}], False, "<s>", "</s>")

@@ -18,12 +18,34 @@ from bitexport.errors import InputError
 
 TOKENIZER_CONFIG = "tokenizer_config.json"
 GENERATION_CONFIG = "generation_config.json"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+
+
+def _raise_exception(message: str):
+    from jinja2.exceptions import TemplateError
+
+    raise TemplateError(message)
+
+
+def _tojson(x, ensure_ascii: bool = False, indent=None, separators=None, sort_keys: bool = False) -> str:
+    # Jinja's own tojson escapes HTML characters; chat templates expect plain JSON (tool calls)
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _strftime_now(fmt: str) -> str:
+    from datetime import datetime
+
+    return datetime.now().strftime(fmt)
 
 
 def render_jinja(template: str, messages: list[dict], add_generation_prompt: bool, bos: str, eos: str) -> str:
+    """The template rendered with what transformers' apply_chat_template gives a template: the
+    helpers raise_exception and strftime_now, a tojson that does not escape HTML, bos/eos_token."""
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = _tojson
+    env.globals.update(raise_exception=_raise_exception, strftime_now=_strftime_now)
     return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
                                             bos_token=bos, eos_token=eos)
 
@@ -88,13 +110,30 @@ def _read_json(path: Path) -> dict:
 
 
 def _template(tokenizer_config: dict, folder: Path) -> str | None:
-    t = tokenizer_config.get("chat_template")
-    if isinstance(t, list):  # named templates: [{"name": "default", "template": ...}, ...]
-        t = next((x.get("template") for x in t if isinstance(x, dict) and x.get("name") == "default"), None)
-    jinja = folder / "chat_template.jinja"  # transformers 4.43+ writes the template beside the config
-    if t is None and jinja.is_file():
-        t = jinja.read_text()
+    jinja = folder / CHAT_TEMPLATE_FILE
+    if jinja.is_file():  # transformers writes the template there now, and reads it before the config's
+        t = jinja.read_text(encoding="utf-8")
+    else:
+        t = tokenizer_config.get("chat_template")
+        if isinstance(t, list):  # named templates: [{"name": "default", "template": ...}, ...]
+            t = next((x.get("template") for x in t if isinstance(x, dict) and x.get("name") == "default"), None)
     return t if isinstance(t, str) and t.strip() else None
+
+
+def chat_template(folder: str | Path) -> str | None:
+    """A model folder's chat template (chat_template.jinja, else tokenizer_config.json's), or None."""
+    folder = Path(folder)
+    return _template(_read_json(folder / TOKENIZER_CONFIG), folder)
+
+
+def special_token_texts(tokenizer_json: str | Path, bos_token_id: int | None, eos_token_ids) -> tuple[str, str]:
+    """(bos_token, eos_token) as a template sees them: the texts of the model's BOS and first EOS."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    bos = tok.id_to_token(bos_token_id) if bos_token_id is not None else None
+    eos = tok.id_to_token(eos_token_ids[0]) if eos_token_ids else None
+    return bos or "", eos or ""
 
 
 def chat_fields(folder: Path, tokenizer_json: Path, bos_token_id: int | None, eos_token_ids: list[int],

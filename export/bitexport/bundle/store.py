@@ -170,6 +170,13 @@ class Bundle:
         return tuple(self.manifest.get("eos_token_ids", ()))
 
     @property
+    def stop_token_ids(self) -> tuple[int, ...]:
+        """EOS and the manifest's extra stop tokens. The artifacts carry these and any other stop
+        token of generation_config.json (the manifest lists only special tokens, which the apps
+        can match in text)."""
+        return tuple(dict.fromkeys((*self.eos_token_ids, *self.manifest.get("stop_token_ids", ()))))
+
+    @property
     def max_seq_len(self) -> int:
         return int(self.manifest["max_seq_len"])
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bitexport.errors import InputError
 from bitexport.formats import gguf_model, hf_bitnet, llama_bitnet, onebit_llm
-from bitexport.formats.common import LoadedModel, StoredFormat
+from bitexport.formats.common import LoadedModel, StoredFormat, generation_eos_ids
 from bitexport.formats.folder import ModelFolder, open_folder
 from bitexport.formats.hub import resolve_model
 
@@ -61,7 +61,14 @@ def load_model(path: str | Path, max_seq_len: int | None = None, options: LoadOp
                revision: str | None = None) -> LoadedModel:
     """Read, validate and build the model `path` names (a model folder, a GGUF file, or a Hub id
     when no such local path exists); the KV cache holds `max_seq_len` positions."""
-    path = resolve_model(path, revision)
+    loaded = _load(resolve_model(path, revision), max_seq_len, options)
+    # generation_config.json beside the tokenizer (the model folder; a GGUF's converted tokenizer
+    # folder) adds stop tokens, as it does for transformers' generate
+    loaded.generation_eos_ids = generation_eos_ids(loaded.tokenizer_path.parent, loaded.config.vocab_size)
+    return loaded
+
+
+def _load(path: Path, max_seq_len: int | None, options: LoadOptions) -> LoadedModel:
     if gguf_model.is_gguf(path):
         if options.ternarize:
             raise InputError(f"{path}: a GGUF file holds ternary codes already; drop --ternarize")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,15 @@ class LoadedModel:
     source_path: Path
     stored: dict[str, StoredFormat] = field(default_factory=dict)
     details: dict[str, str] = field(default_factory=dict)
+    # generation_config.json's eos_token_id (transformers' generate stops at these, e.g. Llama 3
+    # Instruct's <|eom_id|> and <|eot_id|> beside config.json's <|end_of_text|>)
+    generation_eos_ids: tuple[int, ...] = ()
+
+    @property
+    def stop_token_ids(self) -> tuple[int, ...]:
+        """Every token that ends a generation: config.json's eos first, then generation_config's.
+        What the artifacts carry (the .pte's get_eos_ids, Core ML metadata, genai_config.json)."""
+        return tuple(dict.fromkeys((*self.config.eos_token_ids, *self.generation_eos_ids)))
 
 
 def cfg_int(raw: dict, key: str, source: Path, default: int | None = None) -> int:
@@ -65,6 +75,24 @@ def eos_ids(raw: dict) -> tuple[int, ...]:
     if eos is None:
         return ()
     return tuple(eos) if isinstance(eos, list) else (int(eos),)
+
+
+def generation_eos_ids(folder: Path, vocab_size: int) -> tuple[int, ...]:
+    """generation_config.json's eos_token_id (an id or a list), () without the file or the field."""
+    path = Path(folder) / "generation_config.json"
+    if not path.is_file():
+        return ()
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not valid JSON ({e}); fix or remove it") from None
+    eos = raw.get("eos_token_id") if isinstance(raw, dict) else None
+    ids = eos if isinstance(eos, list) else [] if eos is None else [eos]
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < vocab_size:
+            raise InputError(f"{path}: eos_token_id {eos!r} must be token ids below the vocabulary size "
+                             f"{vocab_size}; fix generation_config.json")
+    return tuple(ids)
 
 
 ROPE_TYPES = ("default", "llama3")

@@ -1,4 +1,5 @@
-"""What every runner gives: greedy tokens and prefill/decode timings, on a thread count; and what
+"""What every runner gives: generated tokens (greedy, or sampled through runtime/sampling.py),
+streamed to a callback as they come, and prefill/decode timings, on a thread count; and what
 some runners also give cheaply: the logits behind each token (`LogitsRunner`)."""
 
 from __future__ import annotations
@@ -7,15 +8,20 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from bitexport.runtime.generate import Generation, GenerationStats
+from bitexport.runtime.generate import Generation, GenerationStats, TokenCallback
+from bitexport.runtime.sampling import GREEDY, SamplingConfig
 
 
 class Runner(Protocol):
     name: str  # what runs: "pytorch-reference", "executorch", "onnxruntime-genai", ...
     max_seq_len: int  # positions the KV cache holds: prompt + new tokens stay within it
 
-    def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
-        """Greedy decoding: the prompt in one prefill, then one token a step until EOS or the limit."""
+    stop_ids: tuple[int, ...]  # every token that ends a generation (kept as its last token)
+
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, sampling: SamplingConfig = GREEDY,
+                 on_token: TokenCallback | None = None) -> Generation:
+        """The prompt in one prefill, then one token a step until a stop token or the limit; each
+        token goes to `on_token` as soon as it is picked."""
 
     def set_threads(self, n: int) -> None:
         """Use `n` CPU threads from the next call on."""
@@ -41,4 +47,4 @@ def check_fits(n_tokens: int, max_seq_len: int, what: str) -> None:
         )
 
 
-__all__ = ["Generation", "GenerationStats", "LogitsRunner", "Runner", "check_fits"]
+__all__ = ["GREEDY", "Generation", "GenerationStats", "LogitsRunner", "Runner", "SamplingConfig", "check_fits"]

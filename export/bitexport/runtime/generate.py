@@ -1,4 +1,6 @@
-"""Greedy generation on the reference decoder, with the timings every runner reports."""
+"""The generation loop every runner shares, with the timings every runner reports: prefill the
+prompt in one call, then one token a call; the next token is picked by runtime/sampling.py
+(greedy by default) and handed to `on_token` as soon as it is known (streaming)."""
 
 from __future__ import annotations
 
@@ -6,9 +8,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 
 from bitexport.model.decoder import BitNetDecoder
+from bitexport.runtime.sampling import GREEDY, Sampler, SamplingConfig
+
+# runs one forward call on `tokens` placed at position `pos`; returns the last position's logits
+StepFn = Callable[[list[int], int], "np.ndarray | torch.Tensor"]
+# called with each new token as soon as it is picked (the CLI prints text from it)
+TokenCallback = Callable[[int], None]
 
 
 @dataclass
@@ -35,16 +44,18 @@ class Generation:
     stats: GenerationStats = field(default_factory=GenerationStats)
 
 
-def timed_greedy(
-    step: Callable[[list[int], int], int],
+def timed_generate(
+    step: StepFn,
     prompt: list[int],
     max_new_tokens: int,
     max_seq_len: int,
-    eos_ids: tuple[int, ...] = (),
+    stop_ids: tuple[int, ...] = (),
+    sampling: SamplingConfig = GREEDY,
+    on_token: TokenCallback | None = None,
 ) -> Generation:
     """The loop every runner shares: prefill the prompt in one call, then decode one token a step;
-    stop at EOS or the cache end. `step(tokens, pos)` runs one forward call on `tokens` placed at
-    position `pos` and returns the argmax of the last position's logits."""
+    stop after a stop token (it is kept as the last token) or at the cache end. The time spent in
+    `on_token` (printing) is not counted as the model's."""
     if not prompt:
         raise ValueError("the prompt is empty")
     budget = min(max_new_tokens, max_seq_len - len(prompt))
@@ -52,36 +63,56 @@ def timed_greedy(
     out: list[int] = []
     if budget <= 0:
         return Generation(out, stats)
+    sampler = Sampler(sampling)
+    outside = 0.0
+
+    def emit(token: int) -> None:
+        nonlocal outside
+        out.append(token)
+        if on_token is not None:
+            t = time.perf_counter()
+            on_token(token)
+            outside += time.perf_counter() - t
+
     t0 = time.perf_counter()
-    token = step(list(prompt), 0)
+    token = sampler.pick(step(list(prompt), 0))
     stats.prefill_s = time.perf_counter() - t0
-    out.append(token)
+    emit(token)
+    outside = 0.0
     t0 = time.perf_counter()
     pos = len(prompt)
-    while len(out) < budget and token not in eos_ids:
-        token = step([token], pos)
-        out.append(token)
+    while len(out) < budget and token not in stop_ids:
+        token = sampler.pick(step([token], pos))
+        emit(token)
         pos += 1
-    stats.decode_s = time.perf_counter() - t0
+    stats.decode_s = time.perf_counter() - t0 - outside
     stats.new_tokens = len(out)
     return Generation(out, stats)
 
 
 @torch.no_grad()
-def greedy_generate(
+def generate_on(
     model: BitNetDecoder,
     prompt: list[int],
     max_new_tokens: int,
-    eos_ids: tuple[int, ...] = (),
+    stop_ids: tuple[int, ...] = (),
+    sampling: SamplingConfig = GREEDY,
+    on_token: TokenCallback | None = None,
 ) -> Generation:
-    """Greedy generation on a decoder module (the reference, or a lowered copy of it)."""
+    """Generation on a decoder module (the reference, or a lowered copy of it)."""
 
-    def step(tokens: list[int], pos: int) -> int:
+    def step(tokens: list[int], pos: int) -> torch.Tensor:
         logits = model(torch.tensor([tokens]), torch.tensor([pos]))
-        return int(logits.reshape(-1, logits.shape[-1])[-1].argmax())
+        return logits.reshape(-1, logits.shape[-1])[-1]
 
     model.reset_cache()
-    return timed_greedy(step, prompt, max_new_tokens, model.max_seq_len, eos_ids)
+    return timed_generate(step, prompt, max_new_tokens, model.max_seq_len, stop_ids, sampling, on_token)
+
+
+def greedy_generate(model: BitNetDecoder, prompt: list[int], max_new_tokens: int,
+                    eos_ids: tuple[int, ...] = ()) -> Generation:
+    """Greedy generation on a decoder module (tests, training samples, verify's reference)."""
+    return generate_on(model, prompt, max_new_tokens, eos_ids)
 
 
 def common_prefix(tokens: list[int], reference: list[int]) -> int:

@@ -7,7 +7,8 @@ import torch
 
 from bitexport.formats import LoadedModel
 from bitexport.runtime.base import check_fits
-from bitexport.runtime.generate import Generation, greedy_generate
+from bitexport.runtime.generate import Generation, TokenCallback, generate_on
+from bitexport.runtime.sampling import GREEDY, SamplingConfig
 
 
 class ReferenceRunner:
@@ -16,6 +17,7 @@ class ReferenceRunner:
     def __init__(self, loaded: LoadedModel, threads: int | None = None) -> None:
         self.loaded = loaded
         self.max_seq_len = loaded.model.max_seq_len
+        self.stop_ids = loaded.stop_token_ids  # config.json's and generation_config.json's eos
         if threads:
             self.set_threads(threads)
         # one throw-away step so the first timed prefill does not pay PyTorch's lazy start-up
@@ -26,9 +28,10 @@ class ReferenceRunner:
     def set_threads(self, n: int) -> None:
         torch.set_num_threads(n)
 
-    def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, sampling: SamplingConfig = GREEDY,
+                 on_token: TokenCallback | None = None) -> Generation:
         check_fits(len(prompt_ids), self.max_seq_len, "the model, as loaded,")
-        return greedy_generate(self.loaded.model, prompt_ids, max_new_tokens, self.loaded.config.eos_token_ids)
+        return generate_on(self.loaded.model, prompt_ids, max_new_tokens, self.stop_ids, sampling, on_token)
 
     @torch.no_grad()
     def next_token_logits(self, prompt_ids: list[int], continuation: list[int]) -> np.ndarray:

@@ -31,7 +31,7 @@ from bitexport.bundle.store import Artifact, Bundle
 from bitexport.errors import InputError, TargetError, require
 from bitexport.formats import LoadedModel
 from bitexport.runtime.base import Runner
-from bitexport.targets.coreml.runner import COREMLTOOLS_PIN
+from bitexport.targets.coreml.runner import COREMLTOOLS_PIN, META
 from bitexport.targets import register
 from bitexport.targets.coreml.config import CoreMLConfig
 
@@ -41,7 +41,6 @@ WEIGHT_FORMATS = {"tq2": "palettized-2bit", "int4": "int4-blockwise"}
 # per 32 weights (4.5), or per row where 32 does not divide it
 MAX_BITS = {"tq2": 2.1, "int4": 4.6}
 COMPRESSED_KIND = {"tq2": "constexpr_lut_to_dense", "int4": "constexpr_blockwise_shift_scale"}
-META = "bitexport."
 IOS18_SPEC_VERSION = 9
 FP16_SMALLEST_NORMAL = 2.0**-14
 FP16_MAX = 65504.0
@@ -86,6 +85,8 @@ class CoreMLTarget:
             "tokenizer": "tokenizer.json",
             "bos_token_id": "" if cfg.bos_token_id is None else str(cfg.bos_token_id),
             "eos_token_ids": ",".join(str(i) for i in cfg.eos_token_ids),
+            # every token that ends a generation (eos and generation_config.json's): the app stops at these
+            "stop_token_ids": ",".join(str(i) for i in model.stop_token_ids),
             "max_seq_len": str(model.model.max_seq_len),  # the cache (state) length the package was traced with
             "vocab_size": str(cfg.vocab_size),
             "num_layers": str(cfg.num_layers),
@@ -128,7 +129,8 @@ class CoreMLTarget:
         from bitexport.targets.coreml.runner import CoreMLRunner
 
         # raises EnvironmentProblem off macOS: Core ML's runtime (predict, state) exists there only
-        return CoreMLRunner(bundle.path / artifact.path, bundle.max_seq_len, bundle.eos_token_ids)
+        # stops at the package's own stop_token_ids metadata
+        return CoreMLRunner(bundle.path / artifact.path, bundle.max_seq_len)
 
     def verify(self, bundle: Bundle, artifact: Artifact) -> list[str]:
         from bitexport.targets.coreml.inspect import summarize
@@ -188,6 +190,10 @@ def static_problems(summary, bundle: Bundle, artifact: Artifact) -> list[str]:
     for key, value in want.items():
         if meta.get(key) != value:
             problems.append(f"{p}: metadata {META}{key} = {meta.get(key)!r}, expected {value!r}")
+    stops = {int(i) for i in meta.get("stop_token_ids", "").split(",") if i.strip()}
+    if "stop_token_ids" in meta and not set(bundle.stop_token_ids) <= stops:
+        problems.append(f"{p}: metadata {META}stop_token_ids = {meta['stop_token_ids']!r} lacks some of the "
+                        f"manifest's stop tokens {list(bundle.stop_token_ids)}")
     if "version" not in meta:
         problems.append(f"{p}: metadata {META}version missing")
     tok = (bundle.path / p).parent / meta.get("tokenizer", "tokenizer.json")

@@ -28,8 +28,10 @@ _NOT_OPS = ("sym_size", "_assert", "_local_scalar_dense", "sym_constrain", "geti
 _DENSE = ("linear", "mm", "addmm", "bmm", "matmul", "convolution")
 
 
-def constant_methods(cfg: ModelConfig, max_seq_len: int) -> dict:
-    """The metadata the LLM runners read (TextLLMRunner, Android LlmModule, iOS TextRunner)."""
+def constant_methods(cfg: ModelConfig, max_seq_len: int, stop_ids: tuple[int, ...] | None = None) -> dict:
+    """The metadata the LLM runners read (TextLLMRunner, Android LlmModule, iOS TextRunner).
+    `get_eos_ids` holds every stop token (`stop_ids`; config.json's eos when None): those
+    runners end a generation at any of them."""
     methods = {
         "get_max_seq_len": max_seq_len,
         "get_max_context_len": max_seq_len,
@@ -38,7 +40,7 @@ def constant_methods(cfg: ModelConfig, max_seq_len: int) -> dict:
         "use_kv_cache": True,
         "use_sdpa_with_kv_cache": True,
         "enable_dynamic_shape": True,
-        "get_eos_ids": list(cfg.eos_token_ids),
+        "get_eos_ids": list(cfg.eos_token_ids if stop_ids is None else stop_ids),
     }
     if cfg.bos_token_id is not None:
         methods["get_bos_id"] = cfg.bos_token_id

@@ -2,7 +2,9 @@
 
 The loop is the LLM runners' (TextLLMRunner, Android LlmModule, iOS TextRunner): `forward` once
 with the whole prompt at start_pos 0, then once per new token; the KV cache stays inside the
-program. Greedy decoding and timings as in bitexport.runtime.generate.
+program. Token picks (greedy or sampled), stop tokens, streaming and timings as in
+bitexport.runtime.generate; the stop tokens are the program's own `get_eos_ids`, as those
+runners read them.
 
 Kernels: the LLM custom ops (KV cache, SDPA) come with the executorch wheel; a tq2 .pte also needs
 bitexport's kernel library, built or found by runtime_ops.load_kernels(). Threads: ExecuTorch's
@@ -25,7 +27,8 @@ import torch
 from bitexport.bundle.store import Artifact, Bundle
 from bitexport.errors import BundleError, EnvironmentProblem, InputError
 from bitexport.runtime.base import check_fits
-from bitexport.runtime.generate import Generation, timed_greedy
+from bitexport.runtime.generate import Generation, TokenCallback, timed_generate
+from bitexport.runtime.sampling import GREEDY, SamplingConfig
 from bitexport.targets.executorch.kernels import TQ2, load_runtime_kernels
 
 KERNELS_FIX = (
@@ -64,7 +67,8 @@ def _portable_lib():
 class ExecutorchRunner:
     name = "executorch"
 
-    def __init__(self, pte: str | Path, eos_ids: tuple[int, ...] = (), needs: list[str] | None = None) -> None:
+    def __init__(self, pte: str | Path, stop_ids: tuple[int, ...] | None = None, needs: list[str] | None = None) -> None:
+        """`stop_ids`: the tokens that end a generation; None: the program's `get_eos_ids`."""
         self.pte = Path(pte)
         if not self.pte.is_file():
             raise BundleError(f"{self.pte}: missing; export the bundle again")
@@ -72,7 +76,7 @@ class ExecutorchRunner:
         load_runtime_kernels(self.needs)
         self._load()
         self.max_seq_len = int(self._program.load_method("get_max_seq_len").execute([])[0])
-        self.eos_ids = tuple(eos_ids)
+        self.stop_ids = self.program_stop_ids() if stop_ids is None else tuple(stop_ids)
         _LIVE.add(self)
 
     def _load(self) -> None:
@@ -91,12 +95,19 @@ class ExecutorchRunner:
         except RuntimeError as e:
             raise self._load_error(e, log) from None
 
+    def program_stop_ids(self) -> tuple[int, ...]:
+        """The program's constant method `get_eos_ids` (what ExecuTorch's LLM runners stop at);
+        () for a program without it."""
+        if "get_eos_ids" not in self._program.method_names:
+            return ()
+        return tuple(int(i) for i in self._program.load_method("get_eos_ids").execute([]))
+
     @classmethod
     def for_artifact(cls, bundle: Bundle, artifact: Artifact) -> "ExecutorchRunner":
         needs = artifact.details.get("custom_kernels")
         if needs is None:  # a manifest without the field: assume what its weight format implies
             needs = [TQ2] if artifact.weight_format == "tq2" else []
-        return cls(bundle.path / artifact.path, bundle.eos_token_ids, needs)
+        return cls(bundle.path / artifact.path, None, needs)
 
     def _load_error(self, e: RuntimeError, log: list[str]) -> Exception:
         text = str(e).strip()
@@ -141,9 +152,9 @@ class ExecutorchRunner:
     def threads() -> int:
         return int(_portable_lib()._threadpool_get_thread_count())
 
-    def _step(self, tokens: list[int], pos: int) -> int:
+    def _step(self, tokens: list[int], pos: int) -> torch.Tensor:
         logits = self._forward.execute([torch.tensor([tokens], dtype=torch.long), torch.tensor([pos], dtype=torch.long)])[0]
-        return int(logits.reshape(-1, logits.shape[-1])[-1].argmax())
+        return logits.reshape(-1, logits.shape[-1])[-1]
 
     def logits(self, tokens: list[int], pos: int) -> torch.Tensor:
         """One forward call: logits [1, V] of the last of `tokens` placed at `pos` (for tests)."""
@@ -161,10 +172,11 @@ class ExecutorchRunner:
             pos += 1
         return np.stack(rows)
 
-    def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, sampling: SamplingConfig = GREEDY,
+                 on_token: TokenCallback | None = None) -> Generation:
         if not prompt_ids:
             raise InputError("the prompt is empty")
         check_fits(len(prompt_ids), self.max_seq_len, "this .pte")
         # positions >= start_pos + n are never read (causal SDPA from start_pos), so a new prompt
         # at position 0 needs no cache reset
-        return timed_greedy(self._step, prompt_ids, max_new_tokens, self.max_seq_len, self.eos_ids)
+        return timed_generate(self._step, prompt_ids, max_new_tokens, self.max_seq_len, self.stop_ids, sampling, on_token)

@@ -112,7 +112,7 @@ class ExecutorchTarget:
         module = lower_decoder(model, config)
         max_seq_len = module.max_seq_len
         ep = export_decoder(module, max_seq_len)
-        data, stats = to_pte(ep, constant_methods(model.config, max_seq_len), config.xnnpack)
+        data, stats = to_pte(ep, constant_methods(model.config, max_seq_len, model.stop_token_ids), config.xnnpack)
         name = pte_name(model.name, config.weights)
         path = Path(folder) / name
         path.write_bytes(data)

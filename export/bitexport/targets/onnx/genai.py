@@ -25,8 +25,10 @@ from bitexport.targets.onnx.decoder import (
 GENAI_MODEL_TYPE = "llama"
 
 
-def genai_config(cfg: ModelConfig, model_file: str, max_seq_len: int) -> dict:
-    eos = list(cfg.eos_token_ids)
+def genai_config(cfg: ModelConfig, model_file: str, max_seq_len: int, stop_ids: tuple[int, ...] | None = None) -> dict:
+    """`stop_ids`: every token that ends a generation (config.json's eos when None); genai's
+    eos_token_id takes a list and stops at any of them."""
+    eos = list(cfg.eos_token_ids if stop_ids is None else stop_ids)
     return {
         "model": {
             "bos_token_id": cfg.bos_token_id if cfg.bos_token_id is not None else (eos[0] if eos else 0),
@@ -90,8 +92,10 @@ def tokenizer_config(tokenizer_json: Path, cfg: ModelConfig) -> dict:
     return out
 
 
-def write_genai_files(folder: Path, cfg: ModelConfig, model_file: str, max_seq_len: int, tokenizer_json: Path) -> None:
-    (folder / "genai_config.json").write_text(json.dumps(genai_config(cfg, model_file, max_seq_len), indent=2) + "\n")
+def write_genai_files(folder: Path, cfg: ModelConfig, model_file: str, max_seq_len: int, tokenizer_json: Path,
+                      stop_ids: tuple[int, ...] | None = None) -> None:
+    config = genai_config(cfg, model_file, max_seq_len, stop_ids)
+    (folder / "genai_config.json").write_text(json.dumps(config, indent=2) + "\n")
     (folder / "tokenizer.json").write_bytes(tokenizer_json.read_bytes())
     source_cfg = tokenizer_json.parent / "tokenizer_config.json"
     if source_cfg.is_file():

@@ -1,17 +1,21 @@
 """onnxruntime-genai's Generator as a Runner: token ids in (never text, so prompts match the
-reference exactly), greedy, prefill and decode timed apart."""
+reference exactly), prefill and decode timed apart.
+
+genai runs the model (`append_tokens`, its KV cache) and shows the logits (`get_logits`); the pick
+is bitexport's shared one (runtime/sampling.py), so greedy and seeded sampling give the same tokens
+as the other runners. The stop tokens are genai_config.json's eos_token_id, as genai reads them."""
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 
 from bitexport.errors import BundleError, InputError, require
 from bitexport.runtime.base import check_fits
-from bitexport.runtime.generate import Generation, GenerationStats
+from bitexport.runtime.generate import Generation, TokenCallback, timed_generate
+from bitexport.runtime.sampling import GREEDY, SamplingConfig
 
 MODEL_FILE = "model.onnx"
 
@@ -23,18 +27,21 @@ class OnnxGenaiRunner:
         self,
         folder: str | Path,
         max_seq_len: int,
-        eos_ids: tuple[int, ...] = (),
+        stop_ids: tuple[int, ...] | None = None,
         threads: int | None = None,
         ignore_eos: bool = False,
     ) -> None:
-        """`threads`: ORT intra-op threads (None: ORT's default); `ignore_eos`: always generate
+        """`stop_ids`: tokens that end a generation (None: genai_config.json's eos_token_id);
+        `threads`: ORT intra-op threads (None: ORT's default); `ignore_eos`: always generate
         max_new_tokens (benchmarks), by asking genai for a min_length equal to its max_length."""
         og = require("onnxruntime_genai", "onnxruntime-genai>=0.18,<0.19")
         self.folder = Path(folder)
         if not (self.folder / "genai_config.json").is_file():
             raise BundleError(f"{self.folder}: no genai_config.json; export the bundle again")
         self.max_seq_len = max_seq_len
-        self.eos_ids = () if ignore_eos else tuple(eos_ids)
+        if stop_ids is None:
+            stop_ids = config_stop_ids(self.folder / "genai_config.json")
+        self.stop_ids = () if ignore_eos else tuple(stop_ids)
         self.ignore_eos = ignore_eos
         self._og = og
         self.set_threads(threads)
@@ -52,34 +59,24 @@ class OnnxGenaiRunner:
         except Exception as e:  # genai raises a bare RuntimeError for every load failure
             raise BundleError(f"{self.folder}: onnxruntime-genai cannot load the model ({str(e).splitlines()[0]}); export the bundle again") from None
 
-    def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, sampling: SamplingConfig = GREEDY,
+                 on_token: TokenCallback | None = None) -> Generation:
         if not prompt_ids:
             raise InputError("the prompt is empty")
         check_fits(len(prompt_ids), self.max_seq_len, "this ONNX model's KV cache")
-        budget = min(max_new_tokens, self.max_seq_len - len(prompt_ids))
-        stats = GenerationStats(prompt_tokens=len(prompt_ids))
-        out: list[int] = []
-        if budget <= 0:
-            return Generation(out, stats)
+        budget = max(min(max_new_tokens, self.max_seq_len - len(prompt_ids)), 1)
         params = self._og.GeneratorParams(self.model)
-        # genai's max_length counts the prompt; it also sizes the shared KV buffer
+        # genai's max_length counts the prompt; it also sizes the shared KV buffer. Its own search
+        # picks nothing here (no generate_next_token): the loop appends the tokens it picked
         length = len(prompt_ids) + budget
         params.set_search_options(do_sample=False, max_length=length, num_beams=1, min_length=length if self.ignore_eos else 0)
         gen = self._og.Generator(self.model, params)
-        t0 = time.perf_counter()
-        gen.append_tokens(list(map(int, prompt_ids)))  # runs the prompt through the model
-        gen.generate_next_token()  # picks the first token from the prompt's logits (no model run)
-        token = int(gen.get_next_tokens()[0])
-        stats.prefill_s = time.perf_counter() - t0
-        out.append(token)
-        t0 = time.perf_counter()
-        while len(out) < budget and token not in self.eos_ids and not gen.is_done():
-            gen.generate_next_token()  # one model run on the last token, then the argmax
-            token = int(gen.get_next_tokens()[0])
-            out.append(token)
-        stats.decode_s = time.perf_counter() - t0
-        stats.new_tokens = len(out)
-        return Generation(out, stats)
+
+        def step(tokens: list[int], pos: int) -> np.ndarray:
+            gen.append_tokens(list(map(int, tokens)))  # one model run on these tokens, after the cache
+            return gen.get_logits().reshape(-1)  # [1, 1, V]: the last position's
+
+        return timed_generate(step, prompt_ids, max_new_tokens, self.max_seq_len, self.stop_ids, sampling, on_token)
 
     def next_token_logits(self, prompt_ids: list[int], continuation: list[int]) -> np.ndarray:
         """The same model.onnx through a plain onnxruntime.InferenceSession (genai hides the
@@ -116,3 +113,13 @@ class OnnxGenaiRunner:
             if step < len(continuation):
                 ids = [int(continuation[step])]
         return np.stack(rows).astype(np.float32)
+
+
+def config_stop_ids(genai_config: Path) -> tuple[int, ...]:
+    """genai_config.json's model.eos_token_id (an id or a list), as genai reads it."""
+    try:
+        eos = json.loads(genai_config.read_text())["model"].get("eos_token_id")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise BundleError(f"{genai_config}: unreadable or without a model section; export the bundle again") from None
+    ids = eos if isinstance(eos, list) else [] if eos is None else [eos]
+    return tuple(int(i) for i in ids)

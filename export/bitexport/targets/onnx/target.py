@@ -80,7 +80,8 @@ class OnnxTarget:
             "token_exact": config.token_exact,
         }
         save_model(proto, out / MODEL_FILE)
-        write_genai_files(out, model.config, MODEL_FILE, model.model.max_seq_len, model.tokenizer_path)
+        write_genai_files(out, model.config, MODEL_FILE, model.model.max_seq_len, model.tokenizer_path,
+                          model.stop_token_ids)
         from bitexport.targets.onnx.inspect import component_bytes
 
         details["components"] = component_bytes(out)
@@ -89,7 +90,8 @@ class OnnxTarget:
     def runner(self, bundle: Bundle, artifact: Artifact) -> Runner:
         from bitexport.targets.onnx.runner import OnnxGenaiRunner
 
-        return OnnxGenaiRunner(bundle.path / artifact.path, bundle.max_seq_len, bundle.eos_token_ids)
+        # stops at genai_config.json's eos_token_id (every stop token the export carried)
+        return OnnxGenaiRunner(bundle.path / artifact.path, bundle.max_seq_len)
 
     def verify(self, bundle: Bundle, artifact: Artifact) -> list[str]:
         folder = bundle.path / artifact.path
