@@ -228,6 +228,8 @@ def test_llama_perplexity_agrees_with_the_reference_under_its_protocol(tmp_path)
     got = lp.perplexity(lc, g, tmp_path / "t.txt", n, 2)
     ref = perplexity(reference_logits(loaded.model), llama_ids, n, score_from=n // 2, full_windows=True)
     other = perplexity(reference_logits(loaded.model), llama_ids, n)
+    print(f"llama-perplexity {got['perplexity']:.4f}, reference under its protocol {ref.perplexity:.4f}, "
+          f"under the bench's {other.perplexity:.4f}")
     assert got["tokens_scored"] == ref.tokens_scored == 4 * (n - n // 2 - 1)
     # llama.cpp quantizes activations per 256-block and keeps the embedding in F16: a small difference
     assert abs(got["perplexity"] / ref.perplexity - 1) < 0.02, (got, ref.perplexity)
