@@ -57,6 +57,15 @@ EMBEDDINGS: dict[str, Tolerance] = {
     "int4": Tolerance(0.10, 0.25, 0.10, "embedding int4 groups of 32 (lossy by design)"),
 }
 
+# the KV cache's dtype (ExecuTorch's --kv-cache; other targets keep float32 caches)
+KV_CACHES: dict[str, Tolerance] = {
+    "fp32": Tolerance(0.0, 0.0, 0.0, "KV cache fp32"),
+    # q, k and v rounded to 11 significant bits before attention (sums stay float32): MEASURED_FP16
+    "fp16": Tolerance(0.02, 0.02, 0.01, "KV cache fp16"),
+    # 8 significant bits: MEASURED_BF16
+    "bf16": Tolerance(0.05, 0.06, 0.03, "KV cache bf16"),
+}
+
 
 def _format(label: str | None) -> str:
     """"int4-block32", "int4-group32", "int4-per-row" -> "int4"; None (old manifests) -> "int4"."""
@@ -72,6 +81,8 @@ def tolerance_for(artifact: Artifact) -> Tolerance | None:
         key = (artifact.target, artifact.weight_format)
     base = LINEARS.get(key)
     head, emb = HEADS.get(_format(d.get("head"))), EMBEDDINGS.get(_format(d.get("embedding", "fp32")))
-    if base is None or head is None or emb is None:
+    kv = KV_CACHES.get(d.get("kv_cache", "fp32"))
+    if base is None or head is None or emb is None or kv is None:
         return None
-    return base + head + emb
+    total = base + head + emb
+    return total + kv if kv.why != "KV cache fp32" else total

@@ -50,6 +50,11 @@ def swap_halves(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(*lead, 2, d // 2).flip(-2).reshape(*lead, d)
 
 
+def to_kv_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """q, k and v into the cache's dtype (round to nearest; one _to_dim_order_copy in the .pte)."""
+    return x.to(dtype)
+
+
 class EtAttention(nn.Module):
     def __init__(self, ref: Attention, max_seq_len: int, kv_dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
@@ -78,7 +83,7 @@ class EtAttention(nn.Module):
         qk = qk * cos.view(1, n, 1, d) + swap_halves(qk) * sin.view(1, n, 1, d)
         v = qkv[..., (h + hkv) * d :].reshape(b, n, hkv, d)
         if self.kv_dtype != torch.float32:
-            qk, v = qk.to(self.kv_dtype), v.to(self.kv_dtype)
+            qk, v = to_kv_dtype(qk, self.kv_dtype), to_kv_dtype(v, self.kv_dtype)
         q, k = qk.split((h, hkv), dim=2)
         torch.ops.llama.update_cache(k, self.k_cache, start)
         torch.ops.llama.update_cache(v, self.v_cache, start)
