@@ -56,7 +56,7 @@ def make_runner(args: argparse.Namespace):
     from bitexport.runtime.open import open_runner
 
     runner, _ = open_runner(args.bundle or args.model, args.threads, artifact=args.artifact if args.bundle else None,
-                            max_seq_len=args.max_seq_len)
+                            max_seq_len=getattr(args, "max_seq_len", None))  # quality has none
     return runner, bool(args.threads)
 
 
