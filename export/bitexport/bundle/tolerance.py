@@ -60,10 +60,10 @@ EMBEDDINGS: dict[str, Tolerance] = {
 # the KV cache's dtype (ExecuTorch's --kv-cache; other targets keep float32 caches)
 KV_CACHES: dict[str, Tolerance] = {
     "fp32": Tolerance(0.0, 0.0, 0.0, "KV cache fp32"),
-    # q, k and v rounded to 11 significant bits before attention (sums stay float32): MEASURED_FP16
-    "fp16": Tolerance(0.02, 0.02, 0.01, "KV cache fp16"),
-    # 8 significant bits: MEASURED_BF16
-    "bf16": Tolerance(0.05, 0.06, 0.03, "KV cache bf16"),
+    # q, k and v rounded to 11 significant bits before attention (sums stay float32): measured
+    # 0.0144 of max|logit| on the tiny hf model teacher-forced, perplexity -1 % (tests/targets/executorch)
+    "fp16": Tolerance(0.03, 0.03, 0.02, "KV cache fp16"),
+    # bf16 (8 significant bits) is not measured yet: verify reports it as a kind it does not know
 }
 
 

@@ -625,9 +625,9 @@ def test_int4_head_on_a_hidden_size_xnnpack_cannot_group_is_one_line(tmp_path, c
 
 # --kv-cache fp16: q, k and v are rounded to float16 before attention (sums stay float32), the
 # output back to float32. Measured on this model, teacher-forced along the reference's greedy
-# tokens: HALF_MEASURED. Bound: HALF_RTOL of the logit range at every call (the fp16 cache term of
-# bundle/tolerance.py's table).
-HALF_RTOL = 0.02
+# tokens: max |d logit| 0.33, 1.44 % of the logit range. Bound: HALF_RTOL of the range at every
+# call (about 2x that, the fp16 cache term of bundle/tolerance.py's table).
+HALF_RTOL = 0.03
 
 
 @pytest.fixture(scope="module")
@@ -699,3 +699,24 @@ def test_pte_aligns_tq2_weights_and_counts_ops_per_token(android_bundle):
     # RoPE: one flip per layer for q and k together, no rotate_half (neg + cat)
     assert ops["by_operator"]["aten::flip.out"] == layers
     assert not any(k.startswith(("aten::neg", "aten::cat")) for k in ops["by_operator"])
+
+
+def test_constant_alignment_reaches_the_file(tmp_path):
+    """Sizes off every 64-byte multiple (hidden 200: norm weights of 800 bytes, scales of 1120)
+    leave packed weights 16-byte aligned at ExecuTorch's default; to_pte's 64 aligns them all."""
+    from bitexport.targets.executorch.program import CONSTANT_ALIGNMENT, constant_methods, export_decoder, to_pte
+    from bitexport.targets.executorch.target import lower_decoder
+
+    folder = make_tiny_checkpoint(tmp_path / "odd", "hf-bitnet", seed=5, hidden_size=200, intermediate_size=328,
+                                  num_heads=5, num_kv_heads=1, head_dim=40)
+    loaded = load_model(folder, 32)
+    module = lower_decoder(loaded, ExecutorchConfig(head="fp32"))
+    ep = export_decoder(module, 32)
+    found = {}
+    for align in (16, CONSTANT_ALIGNMENT):
+        data, _ = to_pte(ep, constant_methods(loaded.config, 32), constant_alignment=align)
+        (tmp_path / f"a{align}.pte").write_bytes(data)
+        found[align] = summarize_pte(tmp_path / f"a{align}.pte").tq2_weight_alignment
+    print(found)
+    assert CONSTANT_ALIGNMENT == 64
+    assert found[16] < 64 <= found[64]
