@@ -711,9 +711,9 @@ def test_constant_alignment_reaches_the_file(tmp_path):
                                   num_heads=5, num_kv_heads=1, head_dim=40)
     loaded = load_model(folder, 32)
     module = lower_decoder(loaded, ExecutorchConfig(head="fp32"))
-    ep = export_decoder(module, 32)
     found = {}
     for align in (16, CONSTANT_ALIGNMENT):
+        ep = export_decoder(module, 32)  # lowering consumes an exported program: one each
         data, _ = to_pte(ep, constant_methods(loaded.config, 32), constant_alignment=align)
         (tmp_path / f"a{align}.pte").write_bytes(data)
         found[align] = summarize_pte(tmp_path / f"a{align}.pte").tq2_weight_alignment
