@@ -20,6 +20,9 @@
  * positions <= start_pos + i, without it to all of them. Query head h reads kv head
  * h / (H / H_kv) (grouped-query attention). scale defaults to 1/sqrt(D).
  *
+ * dtypes: float32, float16 and bfloat16 (the .pte's --kv-cache), q/k/v/out all of one dtype, as
+ * the x86 operators require; update_cache copies bytes and takes any dtype the cache has.
+ *
  * Written plainly (float32 accumulation, softmax with the row maximum subtracted): it runs under
  * emulation, where its cost is small beside the linear layers. The x86 kernel sums in another
  * order, so outputs agree to ~1e-6 relative, not bit for bit
@@ -76,6 +79,58 @@ Tensor& update_cache_out(KernelRuntimeContext& ctx, const Tensor& value, Tensor&
   return out;
 }
 
+// The attention of custom_sdpa on checked inputs, for element type T (float, Half or BFloat16):
+// every product and sum in float32, as the x86 operator accumulates; T only at loads and the
+// final store (a half-precision cache halves what is read, not the arithmetic's precision).
+template <typename T>
+bool attend(const Tensor& q, const Tensor& k, const Tensor& v, int64_t start_pos, bool is_causal, float sc,
+            Tensor& out) {
+  const int64_t batch = q.size(0), n = q.size(1), heads = q.size(2), dim = q.size(3);
+  const int64_t s = k.size(1), kv_heads = k.size(2);
+  const int64_t group = heads / kv_heads;
+  const T* qd = q.const_data_ptr<T>();
+  const T* kd = k.const_data_ptr<T>();
+  const T* vd = v.const_data_ptr<T>();
+  T* od = out.mutable_data_ptr<T>();
+
+  // One work item = one (batch, query, head) row; items are independent, so the split over
+  // ExecuTorch's thread pool (the one XNNPACK and the tq2 kernel use) changes no result.
+  const int64_t items = batch * n * heads;
+  return executorch::extension::parallel_for(0, items, 1, [&](int64_t first, int64_t last) {
+    std::vector<float> p(static_cast<size_t>(start_pos + n));
+    std::vector<float> acc(static_cast<size_t>(dim));
+    for (int64_t item = first; item < last; ++item) {
+      const int64_t h = item % heads;
+      const int64_t i = (item / heads) % n;
+      const int64_t b = item / (heads * n);
+      const int64_t kvh = h / group;
+      const int64_t visible = is_causal ? start_pos + i + 1 : start_pos + n;
+      const T* qrow = qd + ((b * n + i) * heads + h) * dim;
+      float m = -INFINITY;
+      for (int64_t j = 0; j < visible; ++j) {
+        const T* krow = kd + ((b * s + j) * kv_heads + kvh) * dim;
+        float dot = 0.0f;
+        for (int64_t d = 0; d < dim; ++d) dot += static_cast<float>(qrow[d]) * static_cast<float>(krow[d]);
+        p[j] = dot * sc;
+        if (p[j] > m) m = p[j];
+      }
+      float sum = 0.0f;
+      for (int64_t j = 0; j < visible; ++j) {
+        p[j] = std::exp(p[j] - m);
+        sum += p[j];
+      }
+      for (int64_t d = 0; d < dim; ++d) acc[d] = 0.0f;
+      for (int64_t j = 0; j < visible; ++j) {
+        const T* vrow = vd + ((b * s + j) * kv_heads + kvh) * dim;
+        const float w = p[j] / sum;
+        for (int64_t d = 0; d < dim; ++d) acc[d] += w * static_cast<float>(vrow[d]);
+      }
+      T* orow = od + ((b * n + i) * heads + h) * dim;
+      for (int64_t d = 0; d < dim; ++d) orow[d] = static_cast<T>(acc[d]);
+    }
+  });
+}
+
 Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                         int64_t start_pos, const std::optional<Tensor>& attn_mask, double dropout_p,
                         bool is_causal, std::optional<double> scale, Tensor& out) {
@@ -84,10 +139,12 @@ Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor
   ET_KERNEL_CHECK_MSG(ctx, dropout_p == 0.0, InvalidArgument, out, "custom_sdpa: dropout must be 0 at inference");
   ET_KERNEL_CHECK_MSG(ctx, q.dim() == 4 && k.dim() == 4 && v.dim() == 4, InvalidArgument, out,
                       "custom_sdpa: query, key and value must be 4-dimensional [B, seq, heads, head_dim]");
+  const ScalarType dtype = q.scalar_type();
   ET_KERNEL_CHECK_MSG(ctx,
-                      q.scalar_type() == ScalarType::Float && k.scalar_type() == ScalarType::Float &&
-                          v.scalar_type() == ScalarType::Float && out.scalar_type() == ScalarType::Float,
-                      InvalidArgument, out, "custom_sdpa: only float32 is implemented");
+                      k.scalar_type() == dtype && v.scalar_type() == dtype && out.scalar_type() == dtype &&
+                          (dtype == ScalarType::Float || dtype == ScalarType::Half || dtype == ScalarType::BFloat16),
+                      InvalidArgument, out,
+                      "custom_sdpa: query, key, value and out must share one dtype: float32, float16 or bfloat16");
   const int64_t batch = q.size(0), n = q.size(1), heads = q.size(2), dim = q.size(3);
   const int64_t s = k.size(1), kv_heads = k.size(2);
   ET_KERNEL_CHECK_MSG(ctx,
@@ -108,46 +165,14 @@ Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor
                       "custom_sdpa: could not resize out to the query's shape");
 
   const float sc = scale.has_value() ? static_cast<float>(*scale) : 1.0f / std::sqrt(static_cast<float>(dim));
-  const int64_t group = heads / kv_heads;
-  const float* qd = q.const_data_ptr<float>();
-  const float* kd = k.const_data_ptr<float>();
-  const float* vd = v.const_data_ptr<float>();
-  float* od = out.mutable_data_ptr<float>();
-
-  // One work item = one (batch, query, head) row; items are independent, so the split over
-  // ExecuTorch's thread pool (the one XNNPACK and the tq2 kernel use) changes no result.
-  const int64_t items = batch * n * heads;
-  const bool ok = executorch::extension::parallel_for(0, items, 1, [&](int64_t first, int64_t last) {
-    std::vector<float> p(static_cast<size_t>(start_pos + n));
-    for (int64_t item = first; item < last; ++item) {
-      const int64_t h = item % heads;
-      const int64_t i = (item / heads) % n;
-      const int64_t b = item / (heads * n);
-      const int64_t kvh = h / group;
-      const int64_t visible = is_causal ? start_pos + i + 1 : start_pos + n;
-      const float* qrow = qd + ((b * n + i) * heads + h) * dim;
-      float m = -INFINITY;
-      for (int64_t j = 0; j < visible; ++j) {
-        const float* krow = kd + ((b * s + j) * kv_heads + kvh) * dim;
-        float dot = 0.0f;
-        for (int64_t d = 0; d < dim; ++d) dot += qrow[d] * krow[d];
-        p[j] = dot * sc;
-        if (p[j] > m) m = p[j];
-      }
-      float sum = 0.0f;
-      for (int64_t j = 0; j < visible; ++j) {
-        p[j] = std::exp(p[j] - m);
-        sum += p[j];
-      }
-      float* orow = od + ((b * n + i) * heads + h) * dim;
-      for (int64_t d = 0; d < dim; ++d) orow[d] = 0.0f;
-      for (int64_t j = 0; j < visible; ++j) {
-        const float* vrow = vd + ((b * s + j) * kv_heads + kvh) * dim;
-        const float w = p[j] / sum;
-        for (int64_t d = 0; d < dim; ++d) orow[d] += w * vrow[d];
-      }
-    }
-  });
+  bool ok = false;
+  if (dtype == ScalarType::Float) {
+    ok = attend<float>(q, k, v, start_pos, is_causal, sc, out);
+  } else if (dtype == ScalarType::Half) {
+    ok = attend<executorch::aten::Half>(q, k, v, start_pos, is_causal, sc, out);
+  } else {
+    ok = attend<executorch::aten::BFloat16>(q, k, v, start_pos, is_causal, sc, out);
+  }
   ET_KERNEL_CHECK_MSG(ctx, ok, Internal, out, "custom_sdpa: the thread pool failed");
   return out;
 }

@@ -5,7 +5,9 @@
  *
  *   bitexport_a64_llm_ops_check DIR
  *
- * DIR/case.txt: "B n S H H_kv D start_pos is_causal scale" (scale "none" for the default);
+ * DIR/case.txt: "B n S H H_kv D start_pos is_causal scale [dtype]" (scale "none" for the default;
+ * dtype f32 (default), f16 or bf16: the tensors the kernels see, converted from the float32 files
+ * and back, as a .pte exported with --kv-cache fp16|bf16 hands them over);
  * DIR/{q,k_new,v_new,k_cache,v_cache}.bin: raw little-endian float32, contiguous, shaped
  * q [B,n,H,D], k_new/v_new [B,n,H_kv,D], caches [B,S,H_kv,D].
  * Runs update_cache(k_new -> k_cache), update_cache(v_new -> v_cache), then
@@ -15,6 +17,7 @@
  */
 #include "llm_ops.h"
 
+#include <executorch/runtime/core/exec_aten/exec_aten.h>
 #include <executorch/runtime/core/portable_type/tensor_impl.h>
 #include <executorch/runtime/platform/runtime.h>
 
@@ -59,6 +62,37 @@ struct FloatTensor {
   Tensor tensor() { return Tensor(impl.get()); }
 };
 
+// The same values as a contiguous tensor of `dtype` (Float, Half or BFloat16), and back.
+struct TypedTensor {
+  ScalarType dtype;
+  std::vector<float> f32;
+  std::vector<executorch::aten::Half> f16;
+  std::vector<executorch::aten::BFloat16> bf16;
+  std::unique_ptr<TensorImpl> impl;
+
+  TypedTensor(FloatTensor& src, ScalarType st) : dtype(st) {
+    void* data = nullptr;
+    if (st == ScalarType::Half) {
+      for (float x : src.data) f16.emplace_back(x);
+      data = f16.data();
+    } else if (st == ScalarType::BFloat16) {
+      for (float x : src.data) bf16.emplace_back(x);
+      data = bf16.data();
+    } else {
+      f32 = src.data;
+      data = f32.data();
+    }
+    impl = std::make_unique<TensorImpl>(st, static_cast<ssize_t>(src.sizes.size()), src.sizes.data(), data,
+                                        src.dim_order.data(), src.strides.data());
+  }
+  Tensor tensor() { return Tensor(impl.get()); }
+  std::vector<float> to_float() const {
+    if (dtype == ScalarType::Half) return std::vector<float>(f16.begin(), f16.end());
+    if (dtype == ScalarType::BFloat16) return std::vector<float>(bf16.begin(), bf16.end());
+    return f32;
+  }
+};
+
 void read_into(const std::string& path, FloatTensor& t) {
   FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) fail("cannot read " + path);
@@ -90,11 +124,19 @@ int main(int argc, char** argv) {
   if (!f) fail("cannot read " + dir + "/case.txt");
   int b, n, s, h, hkv, d, causal;
   long long start;
-  char scale_text[64];
-  const int got = std::fscanf(f, "%d %d %d %d %d %d %lld %d %63s", &b, &n, &s, &h, &hkv, &d, &start, &causal,
-                              scale_text);
+  char scale_text[64], dtype_text[8] = "f32";
+  const int got = std::fscanf(f, "%d %d %d %d %d %d %lld %d %63s %7s", &b, &n, &s, &h, &hkv, &d, &start, &causal,
+                              scale_text, dtype_text);
   std::fclose(f);
-  if (got != 9) fail("case.txt must hold: B n S H H_kv D start_pos is_causal scale");
+  if (got != 9 && got != 10) fail("case.txt must hold: B n S H H_kv D start_pos is_causal scale [dtype]");
+  ScalarType dtype = ScalarType::Float;
+  if (std::strcmp(dtype_text, "f16") == 0) {
+    dtype = ScalarType::Half;
+  } else if (std::strcmp(dtype_text, "bf16") == 0) {
+    dtype = ScalarType::BFloat16;
+  } else if (std::strcmp(dtype_text, "f32") != 0) {
+    fail(std::string("dtype ") + dtype_text + " is not one of f32, f16, bf16");
+  }
   std::optional<double> scale;
   if (std::strcmp(scale_text, "none") != 0) scale = std::strtod(scale_text, nullptr);
 
@@ -106,17 +148,21 @@ int main(int argc, char** argv) {
   read_into(dir + "/k_cache.bin", k_cache);
   read_into(dir + "/v_cache.bin", v_cache);
 
+  TypedTensor tq(q, dtype), tk_new(k_new, dtype), tv_new(v_new, dtype), tk_cache(k_cache, dtype),
+      tv_cache(v_cache, dtype), tout(out, dtype);
   KernelRuntimeContext ctx;
-  Tensor kc = k_cache.tensor(), vc = v_cache.tensor(), o = out.tensor(), ph = placeholder.tensor();
-  bitexport::llm::update_cache_out(ctx, k_new.tensor(), kc, start, ph);
+  Tensor kc = tk_cache.tensor(), vc = tv_cache.tensor(), o = tout.tensor(), ph = placeholder.tensor();
+  bitexport::llm::update_cache_out(ctx, tk_new.tensor(), kc, start, ph);
   check(ctx, "update_cache(k)");
-  bitexport::llm::update_cache_out(ctx, v_new.tensor(), vc, start, ph);
+  bitexport::llm::update_cache_out(ctx, tv_new.tensor(), vc, start, ph);
   check(ctx, "update_cache(v)");
-  bitexport::llm::custom_sdpa_out(ctx, q.tensor(), kc, vc, start, std::nullopt, 0.0, causal != 0, scale, o);
+  bitexport::llm::custom_sdpa_out(ctx, tq.tensor(), kc, vc, start, std::nullopt, 0.0, causal != 0, scale, o);
   check(ctx, "custom_sdpa");
 
-  write_from(dir + "/k_cache.result.bin", k_cache.data.data(), k_cache.data.size());
-  write_from(dir + "/v_cache.result.bin", v_cache.data.data(), v_cache.data.size());
-  write_from(dir + "/out.result.bin", out.data.data(), out.data.size());
+  for (auto [name, t] : {std::pair<const char*, TypedTensor*>{"k_cache", &tk_cache}, {"v_cache", &tv_cache},
+                         {"out", &tout}}) {
+    const std::vector<float> values = t->to_float();
+    write_from(dir + "/" + name + ".result.bin", values.data(), values.size());
+  }
   return 0;
 }

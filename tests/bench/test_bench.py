@@ -93,6 +93,9 @@ def test_reference_and_2bit_results(suite):
         assert v["status"] == "ok", (key, v["reason"])
         assert v["agreement"] == {"common_prefix": NEW, "of": NEW, "identical": True}, (key, v["agreement"])
     onnx = by_key["onnx-tq2"]
+    # operators per decode step, read from the .pte's execution plan (ExecuTorch only)
+    assert by_key["et-tq2"]["ops_per_token"] == by_key["et-tq2"]["details"]["ops_per_token"]["total"] > 0
+    assert onnx["ops_per_token"] is None
     assert 2.0 <= onnx["bits_per_ternary_weight"] < 2.1
     assert onnx["ratios"]["fp32_baseline"] == "onnx-fp32"
     assert onnx["bytes_per_token"]["ternary"] == round(86016 * onnx["bits_per_ternary_weight"] / 8)
@@ -267,3 +270,25 @@ def test_llamacpp_gguf_holds_our_codes(tmp_path, fmt):
         gamma16 = np.float32(np.float16(float(lin.scale.reshape(-1)[0])))
         assert np.all(np.abs(w[w != 0]) == gamma16), name
     assert BITS_PER_WEIGHT[fmt] == {"tq2_0": 2.0625, "tq1_0": 1.6875}[fmt]
+
+
+def test_roofline_reads_the_kv_cache_dtype():
+    """An fp16 cache halves the K/V bytes a step reads; llama.cpp's is f16, the rest float32."""
+    from bitexport.bench.roofline import kv_bytes_per_value, roofline
+    from bitexport.bench.shapes import SHAPES
+    from bitexport.bench.suite import VARIANTS, Record
+
+    assert kv_bytes_per_value("bundle", {"kv_cache": "fp16"}) == 2.0
+    assert kv_bytes_per_value("bundle", {"kv_cache": "bf16"}) == 2.0
+    assert kv_bytes_per_value("bundle", {"kv_cache": "fp32"}) == 4.0
+    assert kv_bytes_per_value("bundle", {}) == 4.0  # ONNX and older manifests: float32
+    assert kv_bytes_per_value("llamacpp", None) == 2.0
+    cfg = SHAPES["large"]
+    kv = {}
+    for key, dtype in (("et-tq2", "fp32"), ("et-tq2-kv-fp16", "fp16")):
+        rec = Record(VARIANTS[key])
+        rec.values.update(bits_per_ternary_weight=2.0, head_format="int4-block32",
+                          decode_tokens_per_s={"median": 40.0}, details={"embedding": "fp32", "kv_cache": dtype})
+        roofline(rec, cfg, 128, 128, 28.0)
+        kv[dtype] = rec.values["bytes_per_token"]["kv_cache"]
+    assert kv["fp32"] == 2 * 24 * 1536 * 192 * 4 == 2 * kv["fp16"]

@@ -181,9 +181,13 @@ LLM_OP_CASES = [
 ]
 
 
-def _llm_op_case(check: Path, case: tuple, work: Path):
+_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _llm_op_case(check: Path, case: tuple, work: Path, dtype: str = "f32"):
     """bitexport's update_cache + custom_sdpa (aarch64, under qemu) on random inputs; returns
-    (CompletedProcess, torch's results for the same inputs from the x86 llama operators)."""
+    (CompletedProcess, torch's results for the same inputs from the x86 llama operators).
+    dtype: what both kernels see (the inputs rounded to it first, so both read the same values)."""
     from bitexport.targets.executorch.kernels import load_llm_custom_ops
 
     load_llm_custom_ops()
@@ -197,10 +201,12 @@ def _llm_op_case(check: Path, case: tuple, work: Path):
         "k_cache": torch.randn(b, s, hkv, d, generator=g),
         "v_cache": torch.randn(b, s, hkv, d, generator=g),
     }
+    inputs = {k: v.to(_DTYPES[dtype]) for k, v in inputs.items()}
     work.mkdir()
     for name, t in inputs.items():
-        t.numpy().astype("<f4").tofile(work / f"{name}.bin")
-    (work / "case.txt").write_text(f"{b} {n} {s} {h} {hkv} {d} {start} {int(causal)} {'none' if scale is None else scale}\n")
+        t.float().numpy().astype("<f4").tofile(work / f"{name}.bin")
+    (work / "case.txt").write_text(f"{b} {n} {s} {h} {hkv} {d} {start} {int(causal)} "
+                                   f"{'none' if scale is None else scale} {dtype}\n")
     res = subprocess.run([emulate.QEMU, "-L", str(emulate.SYSROOT), str(check), str(work)],
                          capture_output=True, text=True, timeout=120)
     ref = {k: v.clone() for k, v in inputs.items()}
@@ -230,6 +236,51 @@ def test_llm_ops_match_the_x86_llama_operators(runner_program, case, tmp_path):
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
         else:
             assert torch.equal(got, want), f"{name}: update_cache wrote other values or positions"
+
+
+# float16 / bfloat16 (--kv-cache): our kernel sums in float32 and rounds the output once, so it is
+# within half an ulp (eps/2 relative) of the exact attention, plus float32 summation error.
+# ExecuTorch's x86 kernel rounds intermediates to the dtype too (measured: up to 2.4e-4 in f16,
+# 2e-3 in bf16 at |out| <= ~2.5): the two agree within one ulp at the output's largest value.
+HALF_EPS = {"f16": 2.0**-10, "bf16": 2.0**-7}
+
+
+def _exact_attention(q, k, v, start: int, causal: bool, scale) -> np.ndarray:
+    """float64 attention of update_cache'd caches (the values the kernels read), GQA and causal."""
+    q, k, v = (t.double().numpy() for t in (q, k, v))
+    b, n, h, d = q.shape
+    group = h // k.shape[2]
+    sc = 1 / np.sqrt(d) if scale is None else scale
+    out = np.zeros_like(q)
+    for i in range(n):
+        visible = start + i + 1 if causal else start + n
+        for head in range(h):
+            s = np.einsum("bd,bjd->bj", q[:, i, head], k[:, :visible, head // group]) * sc
+            p = np.exp(s - s.max(-1, keepdims=True))
+            out[:, i, head] = np.einsum("bj,bjd->bd", p / p.sum(-1, keepdims=True), v[:, :visible, head // group])
+    return out
+
+
+@pytest.mark.parametrize("dtype", sorted(HALF_EPS))
+@pytest.mark.parametrize("case", LLM_OP_CASES[:2] + LLM_OP_CASES[4:], ids=("prefill", "decode", "batch2-scale"))
+def test_llm_ops_half_precision_cache(runner_program, case, dtype, tmp_path):
+    """A .pte exported with --kv-cache fp16|bf16 hands the kernels half-precision q/k/v/caches."""
+    check = emulate.llm_ops_check_program(quiet=True)
+    res, expected = _llm_op_case(check, case, tmp_path / "case", dtype)
+    assert res.returncode == 0, res.stderr
+    got = {name: torch.from_numpy(np.fromfile(tmp_path / "case" / f"{name}.result.bin", dtype="<f4")).reshape(want.shape)
+           for name, want in expected.items()}
+    for name in ("k_cache", "v_cache"):
+        # the cache keeps the dtype's values exactly (a byte copy)
+        assert torch.equal(got[name], expected[name].float()), f"{name}: update_cache wrote other values or positions"
+    eps = HALF_EPS[dtype]
+    *_, start, causal, scale = case
+    # the query as the kernels saw it: the file's values rounded to the dtype
+    q = torch.from_numpy(np.fromfile(tmp_path / "case" / "q.bin", dtype="<f4")).reshape(expected["out"].shape)
+    exact = _exact_attention(q, expected["k_cache"], expected["v_cache"], start, causal, scale)
+    np.testing.assert_allclose(got["out"].double().numpy(), exact, rtol=eps / 2, atol=1e-6)
+    x86 = expected["out"].float()
+    assert float((got["out"] - x86).abs().max()) <= eps * float(x86.abs().max())
 
 
 def test_llm_ops_reject_positions_past_the_cache(runner_program, tmp_path):

@@ -67,8 +67,8 @@ def markdown(report: dict) -> str:
         "",
         "| variant | file MB | bits / ternary weight | prefill tok/s | decode tok/s | decode vs llama.cpp TQ2_0 "
         "| decode vs fp32 | roofline share | peak RSS MB | export s | export peak MB | greedy agreement "
-        "| perplexity (vs reference) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| perplexity (vs reference) | ops/token |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     skipped = []
     for v in report["variants"]:
@@ -83,7 +83,7 @@ def markdown(report: dict) -> str:
             f"| {_ratio(r.get('decode_vs_llamacpp_tq2_0'))} | {_ratio(r.get('decode_vs_fp32'))} "
             f"| {_num(v['roofline_share'] and 100 * v['roofline_share'], '{:.0f} %')} | {_num(rss, '{:.0f}')} "
             f"| {_num(v['export_s'])} | {_num(v['export_peak_rss_bytes'] and v['export_peak_rss_bytes'] / MB, '{:.0f}')} "
-            f"| {_agreement(v['agreement'])} | {_quality(v.get('quality'))} |"
+            f"| {_agreement(v['agreement'])} | {_quality(v.get('quality'))} | {_num(v.get('ops_per_token'), '{:d}')} |"
         )
     lines += components_table(report["variants"])
     if skipped:

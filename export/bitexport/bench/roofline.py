@@ -6,6 +6,16 @@ from __future__ import annotations
 from bitexport.bench import bandwidth as bw
 
 REFERENCE_BITS = 8.0  # the reference decoder holds int8 codes (and widens them every call)
+# bytes per cached K/V value, by the ExecuTorch target's --kv-cache (the manifest's details)
+KV_BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0}
+
+
+def kv_bytes_per_value(variant_kind: str, details: dict | None) -> float:
+    """The cache's real element size: llama.cpp's f16 cache, an ExecuTorch export's --kv-cache,
+    float32 for the rest (ONNX's and the reference's caches are float32)."""
+    if variant_kind == "llamacpp":
+        return 2.0
+    return KV_BYTES.get((details or {}).get("kv_cache", "fp32"), 4.0)
 
 
 def roofline(rec, cfg, prompt_len: int, new_tokens: int, gb_per_s: float) -> None:
@@ -22,11 +32,9 @@ def roofline(rec, cfg, prompt_len: int, new_tokens: int, gb_per_s: float) -> Non
         emb_bits = bw.format_bits((vals.get("details") or {}).get("embedding") or ("f16" if v.kind == "llamacpp" else "fp32"))
     except ValueError:
         return
-    if v.kind == "llamacpp":
-        # llama-bench's tg test decodes from an empty context, with an f16 K/V cache
-        context, kv_bytes = new_tokens / 2, 2.0
-    else:
-        context, kv_bytes = prompt_len + new_tokens / 2, 4.0
+    # llama-bench's tg test decodes from an empty context; ours after the prompt
+    context = new_tokens / 2 if v.kind == "llamacpp" else prompt_len + new_tokens / 2
+    kv_bytes = kv_bytes_per_value(v.kind, vals.get("details"))
     per_token = bw.bytes_per_token(cfg, ternary, head_bits, emb_bits, context, kv_bytes)
     limit = bw.roofline_tokens_per_s(per_token["total"], gb_per_s)
     vals["bytes_per_token"] = {k: round(x) for k, x in per_token.items()}

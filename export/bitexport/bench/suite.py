@@ -64,6 +64,11 @@ VARIANTS: dict[str, Variant] = {v.key: v for v in (
     Variant("et-tq2-head-fp32", "ExecuTorch tq2, fp32 head", "bundle", "executorch", "tq2", "fp32", extra=True),
     Variant("et-int4-exact", "ExecuTorch int4, exact activations", "bundle", "executorch", "int4", "int4",
             (("int4_activations", "exact"),), extra=True),
+    # issue 16: the KV cache in half precision (attention reads half the bytes; x86 may convert in software)
+    Variant("et-tq2-kv-fp16", "ExecuTorch tq2, fp16 KV cache", "bundle", "executorch", "tq2", "int4",
+            (("kv_cache", "fp16"),), extra=True),
+    Variant("et-tq2-kv-bf16", "ExecuTorch tq2, bf16 KV cache", "bundle", "executorch", "tq2", "int4",
+            (("kv_cache", "bf16"),), extra=True),
     Variant("onnx-tq2-head-int8", "ONNX 2-bit, int8 head", "bundle", "onnx", "tq2", "int8", extra=True),
     Variant("onnx-tq2-head-fp16", "ONNX 2-bit, fp16 head", "bundle", "onnx", "tq2", "fp16", extra=True),
     Variant("onnx-tq2-head-fp32", "ONNX 2-bit, fp32 head", "bundle", "onnx", "tq2", "fp32", extra=True),
@@ -87,7 +92,7 @@ FIELDS = (
     "key", "label", "status", "reason", "runtime", "weight_format", "file_bytes", "bits_per_ternary_weight",
     "head_format", "export_s", "export_peak_rss_bytes", "prefill_tokens_per_s", "decode_tokens_per_s",
     "peak_rss_bytes", "new_tokens", "threads_applied", "agreement", "bytes_per_token", "roofline_tokens_per_s",
-    "roofline_share", "ratios", "quality", "components", "details",
+    "roofline_share", "ratios", "quality", "components", "ops_per_token", "details",
 )
 
 
@@ -227,6 +232,8 @@ def export_variant(rec: Record, model: Path, opts: SuiteOptions, work: Path) -> 
         runtime=art["runtime"], weight_format=art["weight_format"], file_bytes=art["bytes"],
         bits_per_ternary_weight=details.get("ternary_bits_per_weight"), head_format=details.get("head"),
         components=details.get("components"), export_s=result["export_s"], export_peak_rss_bytes=rss, details=details,
+        # kernel + delegate calls of one decode step, read from the .pte (ExecuTorch only)
+        ops_per_token=(details.get("ops_per_token") or {}).get("total"),
     )
 
 
@@ -450,7 +457,9 @@ def run_suite(opts: SuiteOptions) -> dict:
             "llama.cpp: llama-bench pp/tg tests (tg decodes from an empty context, ours after the prompt); "
             "its greedy tokens are not compared",
             "roofline: read bandwidth / bytes a decode step must read (ternary weights, the whole head, one "
-            "embedding row, norms, the K/V cache so far)",
+            "embedding row, norms, the K/V cache so far, in the cache's own dtype)",
+            "ops/token: kernel and delegate calls of one ExecuTorch forward (its execution plan); the breakdown "
+            "by operator is in details.ops_per_token",
         ],
     }
     if not opts.keep_work:

@@ -35,6 +35,11 @@ class ExecutorchConfig(TargetConfig):
         "xnnpack", choices=("xnnpack", "exact"),
         help="with --weights int4: XNNPACK's asymmetric int8 activations, or exact per-token absmax",
     )
+    kv_cache: str = option(
+        "fp32", choices=("fp32", "fp16", "bf16"),
+        help="KV cache and attention dtype: fp32 (default), fp16 or bf16 (half the cache bytes; measured slower "
+             "on x86 without native half arithmetic, see README)",
+    )
     xnnpack: str = option(
         "gemm", choices=("gemm", "all"),
         help="what XNNPACK takes: gemm (linears and matmuls) or all (elementwise ops too; no faster measured)",
@@ -49,4 +54,4 @@ class ExecutorchConfig(TargetConfig):
         """Whether the .pte computes the reference's arithmetic (tokens agree unless a float
         rounding tie flips an int8 activation): every lossy stage is off."""
         exact_linears = self.weights in ("tq2", "fp32") or self.int4_activations == "exact"
-        return exact_linears and self.head == "fp32" and self.embedding == "fp32"
+        return exact_linears and self.head == "fp32" and self.embedding == "fp32" and self.kv_cache == "fp32"

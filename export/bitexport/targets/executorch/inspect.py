@@ -1,5 +1,8 @@
-"""Read back what a .pte holds, from its flatbuffer (no runtime): methods, operators, and the
-bytes the tq2 layers' constants take (`ternary_bits_per_weight`, shown by `bitexport inspect`).
+"""Read back what a .pte holds, from its flatbuffer (no runtime): methods, operators, the
+bytes the tq2 layers' constants take (`ternary_bits_per_weight`, shown by `bitexport inspect`),
+the calls one `forward` makes (`calls_per_step`: every kernel and delegate call runs once per call
+of the method, so at n = 1 it is the dispatch count per decoded token), and the file alignment of
+the tq2 weights.
 
 Only the flatbuffer head of the file is read (the extended header gives its size), not the
 weight segments, so this is quick on a file of hundreds of megabytes.
@@ -25,6 +28,21 @@ class PteSummary:
     tq2_weights: int = 0  # N * K summed over tq2 calls
     tq2_constant_bytes: int = 0  # packed weights + per-row scales
     constant_values: dict = field(default_factory=dict)  # constant method -> value
+    kernel_calls: int = 0  # KernelCall instructions of forward (portable / custom kernels)
+    delegate_calls: int = 0  # DelegateCall instructions of forward (XNNPACK partitions)
+    calls_by_operator: dict = field(default_factory=dict)  # operator -> KernelCalls of forward
+    # the largest power of two (up to 4096) dividing the file offset of every tq2 packed weight;
+    # None when it cannot be read (no tq2 op, or constants inside the flatbuffer)
+    tq2_weight_alignment: int | None = None
+
+    @property
+    def calls_per_step(self) -> int:
+        return self.kernel_calls + self.delegate_calls
+
+    def ops_per_token(self) -> dict:
+        """The dispatch counts as the bench and the manifest report them."""
+        return {"total": self.calls_per_step, "kernel_calls": self.kernel_calls,
+                "delegate_calls": self.delegate_calls, "by_operator": dict(sorted(self.calls_by_operator.items()))}
 
     @property
     def ternary_bits_per_weight(self) -> float | None:
@@ -32,6 +50,7 @@ class PteSummary:
 
 
 def _read_program(path: Path):
+    """(program, the file offset where segments start, or None without an extended header)."""
     from executorch.exir._serialize._program import (  # private: the only flatbuffer reader
         _flatbuffer_to_program,
         _get_extended_header,
@@ -40,10 +59,26 @@ def _read_program(path: Path):
     with open(path, "rb") as fh:
         head = fh.read(64)
         eh = _get_extended_header(head)
-        size = eh.program_size if eh is not None and eh.is_valid() else None
+        valid = eh is not None and eh.is_valid()
+        size = eh.program_size if valid else None
         fh.seek(0)
         data = fh.read(size) if size else fh.read()
-    return _flatbuffer_to_program(data)
+    return _flatbuffer_to_program(data), (eh.segment_base_offset if valid else None)
+
+
+def _alignment(offset: int, cap: int = 4096) -> int:
+    a = 1
+    while a < cap and offset % (2 * a) == 0:
+        a *= 2
+    return a
+
+
+def _constant_file_offset(program, base: int | None, data_buffer_idx: int) -> int | None:
+    """Where constant `data_buffer_idx` starts in the file (constants in a segment only)."""
+    cs = program.constant_segment
+    if base is None or cs is None or not cs.offsets or data_buffer_idx >= len(cs.offsets):
+        return None
+    return base + program.segments[cs.segment_index].offset + cs.offsets[data_buffer_idx]
 
 
 def _nbytes(t) -> int:
@@ -61,9 +96,9 @@ def _scalar(v):
 
 
 def summarize_pte(path: str | Path) -> PteSummary:
-    from executorch.exir.schema import Int, KernelCall, Tensor
+    from executorch.exir.schema import DelegateCall, Int, KernelCall, Tensor
 
-    program = _read_program(Path(path))
+    program, segment_base = _read_program(Path(path))
     plans = {p.name: p for p in program.execution_plan}
     summary = PteSummary(methods=sorted(plans), operators=[], delegates=[])
     for name, plan in plans.items():
@@ -77,10 +112,20 @@ def summarize_pte(path: str | Path) -> PteSummary:
     summary.operators = sorted({f"{op.name}.{op.overload}" if op.overload else op.name for op in fwd.operators})
     summary.delegates = [d.id for d in fwd.delegates]
     seen: set[int] = set()
+    alignments: list[int] = []
     for chain in fwd.chains:
         for ins in chain.instructions:
             call = ins.instr_args
-            if not isinstance(call, KernelCall) or fwd.operators[call.op_index].name != TQ2_OP:
+            if isinstance(call, DelegateCall):
+                summary.delegate_calls += 1
+                continue
+            if not isinstance(call, KernelCall):
+                continue  # moves and frees: bookkeeping, no kernel
+            op = fwd.operators[call.op_index]
+            summary.kernel_calls += 1
+            key = f"{op.name}.{op.overload}" if op.overload else op.name
+            summary.calls_by_operator[key] = summary.calls_by_operator.get(key, 0) + 1
+            if op.name != TQ2_OP:
                 continue
             x, packed, scale, n_out = (fwd.values[i].val for i in call.args[:4])
             if not (isinstance(x, Tensor) and isinstance(packed, Tensor) and isinstance(n_out, Int)):
@@ -92,6 +137,11 @@ def summarize_pte(path: str | Path) -> PteSummary:
                 if idx not in seen and isinstance(t, Tensor) and t.data_buffer_idx > 0 and t.allocation_info is None:
                     seen.add(idx)
                     summary.tq2_constant_bytes += _nbytes(t)
+            if isinstance(packed, Tensor) and packed.data_buffer_idx > 0:
+                offset = _constant_file_offset(program, segment_base, packed.data_buffer_idx)
+                if offset is not None:
+                    alignments.append(_alignment(offset))
+    summary.tq2_weight_alignment = min(alignments) if alignments else None
     return summary
 
 

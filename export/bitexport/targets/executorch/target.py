@@ -49,7 +49,7 @@ def lowering_passes(config: ExecutorchConfig) -> list:
     }[config.weights]
     return [
         ("norms", use_et_norms),
-        ("attention", use_et_attention),
+        ("attention", lambda m: use_et_attention(m, config.kv_cache)),
         ("mlp", fuse_mlp),
         (config.weights, weights),
         ("head", lambda m: quantize_head(m, config.head)),
@@ -123,11 +123,15 @@ class ExecutorchTarget:
             "head": head_label(config.head, model.config.hidden_size),
             "embedding": {"fp32": "fp32", "int8": "int8-per-row", "int4": "int4-group32"}[config.embedding],
             "components": component_bytes(path, model.config.vocab_size, model.config.hidden_size),
+            "kv_cache": config.kv_cache,
             "custom_kernels": required_kernels(config.weights, config.embedding),
             "stock_runtime": config.weights != "tq2",
             "int4_granularity": ("per-row" if config.int4_group_size is None else f"group{config.int4_group_size}") if int4 else None,
             "int4_activations": config.int4_activations if int4 else None,
             "token_exact": config.token_exact,
+            # dispatches of one forward call (at n = 1: per decoded token), from the .pte's plan
+            "ops_per_token": summary.ops_per_token(),
+            "tq2_weight_alignment": summary.tq2_weight_alignment,
             "llm_runner_contract": "forward(tokens [1,n], start_pos [1]) -> logits [1,V]; KV cache in buffers",
             **stats.as_dict(),
         }
