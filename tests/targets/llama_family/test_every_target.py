@@ -150,7 +150,7 @@ def test_executorch_lowering_without_the_input_norms_is_caught(falcon_e):
     # tq2 is BitLinear's arithmetic (float order only); int4 quantizes activations on XNNPACK's own
     # asymmetric grid (tests/targets/executorch: up to 5 % of the range), hence its looser bound
     for weights, bound in (("tq2", 1e-5), ("int4", 0.1)):
-        lowered = lower_decoder(loaded, ExecutorchConfig(weights=weights, head="fp32"))
+        lowered = lower_decoder(loaded, ExecutorchConfig(weights=weights, head="fp32", embedding="fp32"))
         good = _rel(lowered(toks, torch.tensor([0])), want)
         normed = [m for m in lowered.modules() if isinstance(m, NormedLinears)]
         assert len(normed) == 4 * loaded.config.num_layers  # qkv, o, gate/up, down per layer

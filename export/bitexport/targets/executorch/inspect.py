@@ -194,16 +194,14 @@ def component_bytes(path: str | Path, vocab_size: int, hidden_size: int) -> dict
     operators' are the embedding, other rank-1 tensors are norm weights. Inside XNNPACK: the last
     [vocab, hidden] weight is the head (the head is the last linear), other rank-1 tensors norms,
     the rest ternary (the linears of --weights int4|fp32). The file's total is its size."""
-    from executorch.exir._serialize._program import _get_extended_header
     from executorch.exir.schema import KernelCall, Tensor
 
     from bitexport.targets.components import split
 
     path = Path(path)
     raw = path.read_bytes()
-    program = _read_program(path)
-    eh = _get_extended_header(raw[:64])
-    base = eh.segment_base_offset if eh is not None and eh.is_valid() else 0
+    program, segment_base = _read_program(path)
+    base = segment_base or 0
     fwd = next(p for p in program.execution_plan if p.name == "forward")
     counted: dict[str, int] = {}
     owner: dict[int, str] = {}
