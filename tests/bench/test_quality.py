@@ -102,7 +102,7 @@ def _negate_head(src: str, dst: str) -> None:
 def test_onnx_stepwise_matches_reference_and_catches_a_broken_head(tmp_path, tiny_hf, loaded, text):
     """The exact-activation ONNX export with an fp32 head scores the text as the reference does
     (float rounding only: within 1e-4 relative); the same file with its head table negated does not."""
-    export(tiny_hf, "onnx", tmp_path / "b", config=OnnxConfig(head="fp32", activations="exact"), max_seq_len=WINDOW)
+    export(tiny_hf, "onnx", tmp_path / "b", config=OnnxConfig(head="fp32", embedding="fp32", activations="exact"), max_seq_len=WINDOW)
     path = str(tmp_path / "b" / "onnx" / "model.onnx")
     ref = perplexity(reference_logits(loaded.model), text, WINDOW).perplexity
     got = perplexity(stepwise(onnx_step(path, threads=1)), text, WINDOW).perplexity
@@ -193,7 +193,7 @@ def _llamacpp():
 @pytest.mark.skipif(_llamacpp() is None, reason="llama.cpp is not built (python -m bitexport.bench.llamacpp build)")
 def test_llama_perplexity_agrees_with_the_reference_under_its_protocol(tmp_path):
     """The demo model's weights with a SiLU gate (the FFN llama.cpp's BitNet graph computes): the
-    GGUF, given our tokenizer, cuts the validation text into our ids, and llama-perplexity's figure
+    GGUF, given our tokenizer, cuts a held text (Shakespeare's sonnets) into our ids, and llama-perplexity's figure
     matches the PyTorch reference scored under the same protocol, not under the bench's own."""
     import json
     import shutil
@@ -201,7 +201,9 @@ def test_llama_perplexity_agrees_with_the_reference_under_its_protocol(tmp_path)
     from bitexport.bench.llamacpp import convert, write_1bitllm
     from bitexport.bench.llamacpp import perplexity as lp
     from bitexport.bench.llamacpp.vocab import retokenize
-    from bitexport.bench.quality import demo_validation_text
+    from tokenizers import Tokenizer
+
+    from bitexport.bundle.held_text import HELD_TEXT
     from bitexport.cli import DEMO_MODEL
     from bitexport.errors import EnvironmentProblem
 
@@ -210,8 +212,9 @@ def test_llama_perplexity_agrees_with_the_reference_under_its_protocol(tmp_path)
     shutil.copytree(DEMO_MODEL, model)
     cfg = json.loads((model / "config.json").read_text())
     (model / "config.json").write_text(json.dumps({**cfg, "hidden_act": "silu"}))
-    n = 128
-    ids, text = demo_validation_text(model / "tokenizer.json", max_tokens=4 * n + 5)
+    n = 64
+    text = HELD_TEXT  # in the package: the shared corpus is not beside every checkout
+    ids = Tokenizer.from_file(str(model / "tokenizer.json")).encode(text).ids
     (tmp_path / "t.txt").write_text(text)
     loaded = load_model(model, n)
     gguf = convert(lc, write_1bitllm(loaded, tmp_path / "onebit"), "tq2_0", tmp_path / "m.gguf")["path"]
@@ -222,15 +225,13 @@ def test_llama_perplexity_agrees_with_the_reference_under_its_protocol(tmp_path)
     assert stand_in != ids
     g = retokenize(lc.source / "gguf-py", Path(gguf), tmp_path / "v.gguf", model / "tokenizer.json", 0)
     llama_ids = lp.tokenize(lc, g, tmp_path / "t.txt")
-    from tokenizers import Tokenizer
-
-    assert llama_ids == Tokenizer.from_file(str(model / "tokenizer.json")).encode(text).ids
+    assert llama_ids == ids
     got = lp.perplexity(lc, g, tmp_path / "t.txt", n, 2)
     ref = perplexity(reference_logits(loaded.model), llama_ids, n, score_from=n // 2, full_windows=True)
     other = perplexity(reference_logits(loaded.model), llama_ids, n)
     print(f"llama-perplexity {got['perplexity']:.4f}, reference under its protocol {ref.perplexity:.4f}, "
           f"under the bench's {other.perplexity:.4f}")
-    assert got["tokens_scored"] == ref.tokens_scored == 4 * (n - n // 2 - 1)
+    assert got["tokens_scored"] == ref.tokens_scored == len(ids) // n * (n - n // 2 - 1)
     # llama.cpp quantizes activations per 256-block and keeps the embedding in F16: a small difference
     assert abs(got["perplexity"] / ref.perplexity - 1) < 0.02, (got, ref.perplexity)
     assert abs(got["perplexity"] / other.perplexity - 1) > 0.02, (got, other.perplexity)

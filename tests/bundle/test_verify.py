@@ -28,6 +28,8 @@ MAX_SEQ = 128
 
 
 def export(model, out, **opts):
+    if opts.get("head") == "fp32":  # an fp32 head isolates the linears: so does an fp32 embedding
+        opts.setdefault("embedding", "fp32")
     bitexport.api.export(model, "onnx", out, config=OnnxConfig(**opts), max_seq_len=MAX_SEQ)
     return out
 

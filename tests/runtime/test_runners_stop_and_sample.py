@@ -53,8 +53,8 @@ def model(tmp_path_factory):
 def bundles(model, tmp_path_factory):
     folder = model[0]
     root = tmp_path_factory.mktemp("bundles")
-    desktop = export(folder, "desktop", root / "desktop", config=OnnxConfig(accuracy_level=0, head="fp32"), max_seq_len=SEQ)
-    ios = export(folder, "ios", root / "ios", config=[ExecutorchConfig(weights="fp32", head="fp32"), CoreMLConfig()],
+    desktop = export(folder, "desktop", root / "desktop", config=OnnxConfig(accuracy_level=0, head="fp32", embedding="fp32"), max_seq_len=SEQ)
+    ios = export(folder, "ios", root / "ios", config=[ExecutorchConfig(weights="fp32", head="fp32", embedding="fp32"), CoreMLConfig()],
                  max_seq_len=SEQ)
     return {"onnx": desktop.path, "executorch": ios.path, "coreml": ios.path}
 

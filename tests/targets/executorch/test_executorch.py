@@ -579,7 +579,7 @@ def test_tq2_pte_with_int8_head_computes_its_lowered_module(onebit_model, tmp_pa
     from bitexport.targets.executorch.target import lower_decoder
 
     loaded = load_model(onebit_model, MAX_SEQ)
-    options = ExecutorchConfig(weights="tq2", head="int8")
+    options = ExecutorchConfig(weights="tq2", head="int8", embedding="fp32")
     [artifact] = get_target("executorch").emit(loaded, options, tmp_path)
     assert artifact.details["head"] == "int8-per-row"
     lowered = lower_decoder(load_model(onebit_model, MAX_SEQ), options)
@@ -633,7 +633,7 @@ HALF_RTOL = 0.03
 @pytest.fixture(scope="module")
 def half_bundle(hf_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "android-kv-fp16"
-    assert cli_main(["export", str(hf_model), "--target", "android", "--head", "fp32", "--kv-cache", "fp16",
+    assert cli_main(["export", str(hf_model), "--target", "android", "--head", "fp32", "--embedding", "fp32", "--kv-cache", "fp16",
                      "--max-seq-len", str(MAX_SEQ), "-o", str(out)]) == 0
     return read_bundle(out)
 
@@ -674,7 +674,7 @@ def test_broken_kv_cast_fails_verify(hf_model, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(attention, "to_kv_dtype", _int8_cast)
     out = tmp_path / "broken-cast"
-    assert cli_main(["export", str(hf_model), "--target", "android", "--head", "fp32", "--kv-cache", "fp16",
+    assert cli_main(["export", str(hf_model), "--target", "android", "--head", "fp32", "--embedding", "fp32", "--kv-cache", "fp16",
                      "--max-seq-len", str(MAX_SEQ), "-o", str(out)]) == 0
     monkeypatch.undo()
     capsys.readouterr()
