@@ -1,5 +1,6 @@
 /*
- * Plain C entry points into the tq2 kernel, for the micro-benchmark (runtime_ops/bench_kernel.py)
+ * Plain C entry points into the tq2 kernel, for the micro-benchmarks (`bitexport bench --kernels`,
+ * export/bitexport/bench/kernels.py; runtime_ops/bench_kernel.py)
  * and for checks from Python through ctypes. Not needed by an application, which reaches the
  * kernel through the ExecuTorch operator.
  */
@@ -52,6 +53,30 @@ __attribute__((visibility("default"))) double bitexport_tq2_linear_f32(
   }
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < iters; ++i) {
+    bitexport::tq2::tq2_linear_f32(p, isa);
+  }
+  const auto t1 = std::chrono::steady_clock::now();
+  return std::chrono::duration<double>(t1 - t0).count() / static_cast<double>(iters);
+}
+
+// The same, cycling through `copies` copies of the packed weights laid `copy_stride` bytes apart
+// from `packed` (call i uses copy i % copies): with more bytes of copies than the last-level
+// cache holds, every call reads its weights from DRAM, as a decode step of a whole model does.
+__attribute__((visibility("default"))) double bitexport_tq2_linear_f32_rotate(
+    const float* x, const uint8_t* packed, int64_t copy_stride, int64_t copies, const float* scale,
+    float* y, int64_t m, int64_t k, int64_t n, const char* isa_name, int64_t iters) {
+  bool ok = false;
+  const bitexport::tq2::Isa isa = isa_from_name(isa_name, &ok);
+  if (!ok || !bitexport::tq2::isa_supported(isa) || k < 1 || k > bitexport::tq2::kMaxK ||
+      m < 0 || n < 1 || copies < 1 || copy_stride < 0) {
+    return -1.0;
+  }
+  if (iters < 1) {
+    iters = 1;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < iters; ++i) {
+    const bitexport::tq2::Tq2Problem p{x, packed + (i % copies) * copy_stride, scale, y, m, k, n};
     bitexport::tq2::tq2_linear_f32(p, isa);
   }
   const auto t1 = std::chrono::steady_clock::now();

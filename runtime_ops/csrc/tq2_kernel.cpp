@@ -206,7 +206,82 @@ void groups_portable(const QuantizedActs& a, const uint8_t* packed, const float*
   }
 }
 
+void gemm_task(const GemmKernel& kernel, const QuantizedActs& a, const uint8_t* packed,
+               const float* scale, float* y, int64_t n, int64_t g0, int64_t g1, int64_t t0,
+               int64_t t1) {
+  const int64_t kb = a.kp / TQ2_BLOCK_K;
+  // K chunks of equal size (at most kGemmMaxChunkBlocks blocks): 20 blocks go as 10 + 10, not
+  // 15 + 5, so no chunk is mostly loop overhead.
+  const int64_t chunks = (kb + kGemmMaxChunkBlocks - 1) / kGemmMaxChunkBlocks;
+  const int64_t chunk = (kb + chunks - 1) / chunks;
+  const int64_t gbytes = kb * TQ2_GROUP_BLOCK_BYTES;
+  // int32 dots of the row block's rows x the tile's tokens, summed over the K chunks.
+  int32_t acc[kGemmRowBlockGroups * TQ2_GROUP_ROWS][kGemmTokens];
+  for (int64_t tt = t0; tt < t1; tt += kGemmTokens) {
+    const int tokens = static_cast<int>(std::min<int64_t>(kGemmTokens, t1 - tt));
+    std::memset(acc, 0, sizeof(acc[0]) * static_cast<size_t>((g1 - g0) * TQ2_GROUP_ROWS));
+    for (int64_t c0 = 0; c0 < kb; c0 += chunk) {
+      const int64_t nb = std::min(chunk, kb - c0);
+      const int8_t* x = a.xq + tt * a.kp + c0 * TQ2_BLOCK_K;
+      for (int64_t g = g0; g < g1; ++g) {
+        const uint8_t* wg = packed + g * gbytes + c0 * TQ2_GROUP_BLOCK_BYTES;
+        for (int r = 0; r < TQ2_GROUP_ROWS; r += kernel.rows_per_tile) {
+          kernel.tile(wg + r * TQ2_BLOCK_BYTES, nb, x, a.kp, tokens,
+                      acc[(g - g0) * TQ2_GROUP_ROWS + r]);
+        }
+      }
+    }
+    for (int t = 0; t < tokens; ++t) {
+      const int64_t tok = tt + t;
+      const int64_t row_end = std::min(n, g1 * TQ2_GROUP_ROWS);
+      float* yt = y + tok * n;
+      for (int64_t row = g0 * TQ2_GROUP_ROWS; row < row_end; ++row) {
+        yt[row] = dequant(acc[row - g0 * TQ2_GROUP_ROWS][t] - a.xsum[tok], a.s[tok], scale[row]);
+      }
+    }
+  }
+}
+
 } // namespace detail
+
+namespace {
+
+// The 2-D grid of a GEMM: row blocks of `rb` groups x token blocks of `tb` tokens.
+struct GemmGrid {
+  int64_t rb;
+  int64_t tb;
+  int64_t row_blocks;
+  int64_t token_blocks;
+};
+
+[[maybe_unused]] GemmGrid gemm_grid(int64_t groups, int64_t m, int64_t threads) {
+  GemmGrid grid{};
+  // Token blocks of up to 64 tokens (a multiple of the tile); row blocks of up to 16 groups,
+  // smaller when that is needed for every thread to get at least 4 tasks.
+  constexpr int64_t kTokenBlock = 8 * detail::kGemmTokens;
+  grid.token_blocks = (m + kTokenBlock - 1) / kTokenBlock;
+  grid.tb = (m + grid.token_blocks - 1) / grid.token_blocks;
+  grid.tb = (grid.tb + detail::kGemmTokens - 1) / detail::kGemmTokens * detail::kGemmTokens;
+  grid.token_blocks = (m + grid.tb - 1) / grid.tb;
+  const int64_t want_tasks = 4 * std::max<int64_t>(1, threads);
+  int64_t row_blocks = (groups + detail::kGemmRowBlockGroups - 1) / detail::kGemmRowBlockGroups;
+  const int64_t for_threads = (want_tasks + grid.token_blocks - 1) / grid.token_blocks;
+  row_blocks = std::min(groups, std::max(row_blocks, for_threads));
+  grid.rb = (groups + row_blocks - 1) / row_blocks;
+  grid.row_blocks = (groups + grid.rb - 1) / grid.rb;
+  return grid;
+}
+
+// Quantizes the m tokens over the thread pool (tokens are independent).
+[[maybe_unused]] void quantize_parallel(detail::QuantizeFn fn, const float* x, int64_t m, int64_t k, int64_t kp,
+                       int8_t* xq, float* s, int32_t* xsum) {
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / k);
+  executorch::extension::parallel_for(0, m, grain, [&](int64_t t0, int64_t t1) {
+    fn(x + t0 * k, t1 - t0, k, kp, xq + t0 * kp, s + t0, xsum + t0);
+  });
+}
+
+} // namespace
 
 void tq2_linear_f32(const Tq2Problem& p, Isa isa) {
   if (p.m <= 0 || p.n <= 0) {
@@ -237,10 +312,36 @@ void tq2_linear_f32(const Tq2Problem& p, Isa isa) {
   const int8_t* pairs = nullptr;
 #if defined(__x86_64__)
   if (isa == Isa::kAvx2 || isa == Isa::kAvx512Vnni) {
+    if (p.m >= 2) {
+      // Prefill: the token-blocked GEMM over a 2-D grid (row blocks x token blocks).
+      quantize_parallel(detail::quantize_avx2, p.x, p.m, p.k, kp, xq, s_buf.data(), sum_buf.data());
+      const detail::GemmKernel kernel = isa == Isa::kAvx512Vnni ? detail::gemm_kernel_avx512vnni()
+                                                                : detail::gemm_kernel_avx2();
+      const detail::QuantizedActs acts{xq, s_buf.data(), sum_buf.data(), p.m, kp, nullptr};
+      const GemmGrid grid = gemm_grid(groups, p.m, executorch::extension::get_thread_count());
+      // A task is at least ~64K multiply-adds, so small layers stay on the calling thread.
+      const int64_t task_work = grid.rb * TQ2_GROUP_ROWS * kp * grid.tb;
+      const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, task_work));
+      // Row-block major: a thread takes the token blocks of one row block in a row, so the
+      // block's weights come from DRAM once and from L2 after that.
+      executorch::extension::parallel_for(
+          0, grid.row_blocks * grid.token_blocks, grain, [&](int64_t i0, int64_t i1) {
+            for (int64_t i = i0; i < i1; ++i) {
+              const int64_t rbi = i / grid.token_blocks;
+              const int64_t tbi = i % grid.token_blocks;
+              const int64_t g0 = rbi * grid.rb;
+              const int64_t t0 = tbi * grid.tb;
+              detail::gemm_task(kernel, acts, p.packed, p.scale, p.y, p.n, g0,
+                                std::min(groups, g0 + grid.rb), t0, std::min(p.m, t0 + grid.tb));
+            }
+          });
+      return;
+    }
     detail::quantize_avx2(p.x, p.m, p.k, kp, xq, s_buf.data(), sum_buf.data());
   } else {
     detail::quantize_portable(p.x, p.m, p.k, kp, xq, s_buf.data(), sum_buf.data());
   }
+  // One token (decode): the GEMV paths, split over row groups below.
   if (isa == Isa::kAvx512Vnni) {
     fn = detail::groups_avx512vnni;
   } else if (isa == Isa::kAvx2) {

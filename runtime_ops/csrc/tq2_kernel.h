@@ -78,6 +78,9 @@ struct QuantizedActs {
 };
 
 // Per-token quantization (tq2_layout.h) of x[m, k] into xq[m, kp], s[m], xsum[m].
+using QuantizeFn = void (*)(const float* x, int64_t m, int64_t k, int64_t kp, int8_t* xq,
+                            float* s, int32_t* xsum);
+
 void quantize_portable(const float* x, int64_t m, int64_t k, int64_t kp, int8_t* xq, float* s,
                        int32_t* xsum);
 
@@ -88,7 +91,41 @@ using GroupsFn = void (*)(const QuantizedActs& a, const uint8_t* packed, const f
 void groups_portable(const QuantizedActs& a, const uint8_t* packed, const float* scale, float* y,
                      int64_t n, int64_t g0, int64_t g1);
 
+// ---------------------------------------------------------------- token-blocked GEMM (m >= 2)
+//
+// The x86 prefill paths split y[M, N] into tiles of rows x up to kGemmTokens tokens. A tile
+// function computes one tile over a run of K-blocks, unpacking each weight block once for all
+// the tile's tokens; gemm_task (tq2_kernel.cpp) walks one task of the 2-D grid (a row block x a
+// token block), K in chunks of at most kGemmMaxChunkBlocks blocks so that the tile's activations
+// (8 tokens x 15 blocks = 15 KiB) stay in L1 while the row block's weights stream past them.
+
+constexpr int kGemmTokens = 8;
+// AVX2 sums the four chunk products of a block in int16: per block a lane gains at most
+// 4 * 2 * 2 * 128 = 2048 in magnitude, so 15 blocks stay below 32767 (tq2_kernel_x86.cpp).
+constexpr int64_t kGemmMaxChunkBlocks = 15;
+
+// Adds the dots of rows [0, R) of the tile (w: the first row's block, rows 32 bytes apart as
+// in a row group, K-blocks TQ2_GROUP_BLOCK_BYTES apart) x `tokens` tokens (x: the first token's
+// activations at the same K-block, tokens x_stride bytes apart) over nb <= kGemmMaxChunkBlocks
+// blocks into acc[r * kGemmTokens + t] (sum of xq * code). R is the function's own rows_per_tile.
+using GemmTileFn = void (*)(const uint8_t* w, int64_t nb, const int8_t* x, int64_t x_stride,
+                            int tokens, int32_t* acc);
+
+struct GemmKernel {
+  GemmTileFn tile;
+  int rows_per_tile;  // divides TQ2_GROUP_ROWS
+};
+
+// The task of the grid computing row groups [g0, g1) (at most kGemmRowBlockGroups of them) for
+// tokens [t0, t1), all K; writes y.
+constexpr int64_t kGemmRowBlockGroups = 16;
+void gemm_task(const GemmKernel& kernel, const QuantizedActs& a, const uint8_t* packed,
+               const float* scale, float* y, int64_t n, int64_t g0, int64_t g1, int64_t t0,
+               int64_t t1);
+
 #if defined(__x86_64__)
+GemmKernel gemm_kernel_avx2();
+GemmKernel gemm_kernel_avx512vnni();
 void quantize_avx2(const float* x, int64_t m, int64_t k, int64_t kp, int8_t* xq, float* s,
                    int32_t* xsum);
 void groups_avx2(const QuantizedActs& a, const uint8_t* packed, const float* scale, float* y,

@@ -37,6 +37,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--phone-model", action="store_true",
                    help="print and write the phone performance MODEL (phone-model.md/.json in --out: predicted, "
                    "not measured, decode/prefill tokens/s on named phones) instead of measuring this machine")
+    b.add_argument("--kernels", action="store_true",
+                   help="time the tq2 kernels alone instead (kernels.md/.json in --out): GEMV GB/s per layer shape "
+                   "on 1 and --threads threads against the read probe, weights in DRAM; GEMM GMAC/s at several token "
+                   "counts beside XNNPACK's int4 GEMM through the ExecuTorch runtime")
+    b.add_argument("--kernel-shapes", default="2b,large", metavar="SHAPES",
+                   help="with --kernels: model shapes whose linear layers are timed (default 2b,large)")
+    b.add_argument("--kernel-tokens", default="1,8,32,128", metavar="M,...",
+                   help="with --kernels: token counts of the GEMM rows (default 1,8,32,128)")
+    b.add_argument("--kernel-rotate-mb", type=int, default=1024, metavar="MB",
+                   help="with --kernels: weight copies cycled through, at least this many MB (default 1024: "
+                   "more than the caches, so the weights come from DRAM)")
     b.add_argument("--quality", action=argparse.BooleanOptionalAction, default=None,
                    help="teacher-forced perplexity of every variant and its difference from the reference "
                    "(default: on when MODEL is the demo model, scored on its validation split)")
@@ -76,9 +87,34 @@ def _phone_model(out: Path) -> int:
     return 0
 
 
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    from bitexport.errors import InputError
+
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"{flag} takes comma-separated whole numbers, e.g. {flag} 1,8,32") from None
+
+
+def _kernels(args: argparse.Namespace) -> int:
+    from bitexport.bench.kernels import KernelBenchOptions, markdown, run_kernel_bench
+
+    opts = KernelBenchOptions(
+        out=Path(args.out), shapes=tuple(s.strip() for s in args.kernel_shapes.split(",") if s.strip()),
+        threads=tuple(sorted({1, args.threads})), tokens=_int_list(args.kernel_tokens, "--kernel-tokens"),
+        rotate_mb=args.kernel_rotate_mb,
+    )
+    from bitexport.bench.suite import step
+
+    print(markdown(run_kernel_bench(opts, step)))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.phone_model:
         return _phone_model(Path(args.out))
+    if args.kernels:
+        return _kernels(args)
     from bitexport.bench.suite import SuiteOptions, run_suite
 
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
