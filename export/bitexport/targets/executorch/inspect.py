@@ -161,7 +161,8 @@ def _xnnpack_constants(raw: bytes, program, segment_base: int, plan) -> list[tup
 
     schema = str(Path(list(xnn_serialization.__path__)[0]) / "schema.fbs")
     out = []
-    for d in plan.delegates:
+    seen: set = set()  # a constant two delegates (or two values) share is stored, and counted, once
+    for di, d in enumerate(plan.delegates):
         if d.id != "XnnpackBackend":
             continue
         seg = program.segments[d.processed.index]
@@ -171,18 +172,27 @@ def _xnnpack_constants(raw: bytes, program, segment_base: int, plan) -> list[tup
             (Path(td) / "g.bin").write_bytes(blob[h.flatbuffer_offset: h.flatbuffer_offset + h.flatbuffer_size])
             _flatc_decompile(td, schema, str(Path(td) / "g.bin"))
             graph = json.loads((Path(td) / "g.json").read_text())
-        sizes = [int(c.get("size", 0)) for c in graph.get("constant_data", [])]
+        consts = graph.get("constant_data", [])
+        sizes = [int(c.get("size", 0)) for c in consts]
+
+        def once(i: int) -> int:
+            key = consts[i].get("named_key") or (di, i)
+            if key in seen:
+                return 0
+            seen.add(key)
+            return sizes[i]
+
         for v in graph.get("xvalues", []):
             u = v.get("xvalue_union", {})
             t = u.get("tensor_value", u)
             idx = int(t.get("constant_buffer_idx", 0) or 0)
             if not idx:
                 continue
-            n = sizes[idx] if idx < len(sizes) else 0
+            n = once(idx) if idx < len(sizes) else 0
             q = u.get("quant_params") or {}
             sidx = int(q.get("scale_buffer_idx", 0) or 0)
             if sidx and sidx < len(sizes):
-                n += sizes[sidx]
+                n += once(sidx)
             out.append(([int(x) for x in t.get("dims", [])], n))
     return out
 
