@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from bitexport.formats.tiny import make_tiny_checkpoint
 
@@ -49,3 +50,23 @@ def tiny_hf_variant(request, tiny_root):
     if not (folder / "config.json").exists():
         make_tiny_checkpoint(folder, "hf-bitnet", linear_class=linear_class, mode=mode, seed=1, **FIXTURE_FIELDS["hf-bitnet"])
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny references and exports run far faster on one torch thread than on two when the cores
+    are shared (OpenMP's spinning workers wait for each other); ExecuTorch keeps its own pool.
+    Modules opt in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def llama_mirrors(tmp_path_factory):
+    """The tiny Falcon3 / Falcon-E / Llama3-8B look-alikes (tests/llama_family.py), written once."""
+    from llama_family import MIRRORS, write_mirror
+
+    root = tmp_path_factory.mktemp("llama-family")
+    return {name: write_mirror(root / name, name) for name in MIRRORS}

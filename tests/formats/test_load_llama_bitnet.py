@@ -38,23 +38,12 @@ TIE_TOL = 0.05
 STEPS = 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="session")
-def mirrors(tmp_path_factory):
-    root = tmp_path_factory.mktemp("llama-family")
-    return {name: write_mirror(root / name, name) for name in MIRRORS}
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module", params=sorted(MIRRORS))
-def mirror(request, mirrors):
-    folder = mirrors[request.param]
+def mirror(request, llama_mirrors):
+    folder = llama_mirrors[request.param]
     return folder, load_transformers(folder)
 
 
@@ -101,22 +90,22 @@ def test_greedy_tokens_teacher_forced_match_transformers(mirror):
     print(f"{folder.name}: {STEPS - len(ties)}/{STEPS} tokens transformers' argmax; near ties {ties}")
 
 
-def test_config_is_read_as_published(mirrors):
-    f3 = load_model(mirrors["falcon3"]).config
+def test_config_is_read_as_published(llama_mirrors):
+    f3 = load_model(llama_mirrors["falcon3"]).config
     assert (f3.head_dim, f3.q_size, f3.hidden_size) == (32, 128, 64)  # head_dim != hidden / heads
     assert not f3.tie_word_embeddings and not f3.linear_norm and f3.rope_theta == 1000042
-    fe = load_model(mirrors["falcon-e"])
+    fe = load_model(llama_mirrors["falcon-e"])
     assert fe.config.linear_norm and fe.config.linear_norm_eps == 1e-5 and fe.config.tie_word_embeddings
     assert all(lin.rms_norm is not None for _, lin in fe.model.bitlinears())
-    ll = load_model(mirrors["llama3-8b"]).config
+    ll = load_model(llama_mirrors["llama3-8b"]).config
     assert ll.rope_scaling is not None and ll.rope_scaling.factor == 8.0 and ll.num_kv_heads == 1
 
 
-def test_llama3_rope_frequencies_are_transformers(mirrors):
+def test_llama3_rope_frequencies_are_transformers(llama_mirrors):
     from bitexport.model.rope import inverse_frequencies
 
-    cfg = load_model(mirrors["llama3-8b"]).config
-    ref = load_transformers(mirrors["llama3-8b"])
+    cfg = load_model(llama_mirrors["llama3-8b"]).config
+    ref = load_transformers(llama_mirrors["llama3-8b"])
     ours = inverse_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
     plain = inverse_frequencies(cfg.head_dim, cfg.rope_theta)
     theirs = ref.model.rotary_emb.inv_freq.float()
@@ -137,22 +126,22 @@ def _flip_convention(src, dst):
 
 
 @pytest.mark.parametrize("name", ["falcon3", "falcon-e"])
-def test_wrong_scale_convention_is_caught(mirrors, tmp_path, name):
-    wrong = load_model(_flip_convention(mirrors[name], tmp_path / name))
-    assert _rel_diff(wrong, load_transformers(mirrors[name])) > 10 * REL_TOL
+def test_wrong_scale_convention_is_caught(llama_mirrors, tmp_path, name):
+    wrong = load_model(_flip_convention(llama_mirrors[name], tmp_path / name))
+    assert _rel_diff(wrong, load_transformers(llama_mirrors[name])) > 10 * REL_TOL
 
 
-def test_ignoring_use_rms_norm_is_caught(mirrors):
-    wrong = load_model(mirrors["falcon-e"])
+def test_ignoring_use_rms_norm_is_caught(llama_mirrors):
+    wrong = load_model(llama_mirrors["falcon-e"])
     for _, lin in wrong.model.bitlinears():
         lin.rms_norm = None
-    assert _rel_diff(wrong, load_transformers(mirrors["falcon-e"])) > 10 * REL_TOL
+    assert _rel_diff(wrong, load_transformers(llama_mirrors["falcon-e"])) > 10 * REL_TOL
 
 
-def test_ignoring_rope_scaling_is_caught(mirrors, monkeypatch):
+def test_ignoring_rope_scaling_is_caught(llama_mirrors, monkeypatch):
     monkeypatch.setattr(common, "rope_scaling", lambda raw, src: None)
-    wrong = load_model(mirrors["llama3-8b"])
-    assert _rel_diff(wrong, load_transformers(mirrors["llama3-8b"])) > 10 * REL_TOL
+    wrong = load_model(llama_mirrors["llama3-8b"])
+    assert _rel_diff(wrong, load_transformers(llama_mirrors["llama3-8b"])) > 10 * REL_TOL
 
 
 # --- --ternarize, modules_to_not_convert, refusals ---------------------------------------------
@@ -175,9 +164,9 @@ def test_ternarize_reads_a_bf16_llama_as_transformers_online_mode(tmp_path):
     assert d < REL_TOL
 
 
-def test_ternarize_refuses_packed_codes(mirrors):
+def test_ternarize_refuses_packed_codes(llama_mirrors):
     with pytest.raises(InputError, match="drop --ternarize"):
-        load_model(mirrors["falcon3"], options=LoadOptions(ternarize=True))
+        load_model(llama_mirrors["falcon3"], options=LoadOptions(ternarize=True))
 
 
 def _edited(src, dst, **fields):
@@ -197,9 +186,9 @@ def _edited(src, dst, **fields):
     (["lm_head", "model.layers.*.mlp"], "keeps 'model.layers.0.mlp.gate_proj' and 5 more"),
     ([], "does not name 'lm_head'"),
 ])
-def test_modules_to_not_convert_other_than_the_head_is_refused(mirrors, tmp_path, skip, match):
+def test_modules_to_not_convert_other_than_the_head_is_refused(llama_mirrors, tmp_path, skip, match):
     q = {**MIRRORS["falcon3"]["quantization_config"], "modules_to_not_convert": skip}
-    folder = _edited(mirrors["falcon3"], tmp_path / "m", quantization_config=q)
+    folder = _edited(llama_mirrors["falcon3"], tmp_path / "m", quantization_config=q)
     with pytest.raises(InputError, match=match):
         load_model(folder)
 
@@ -222,16 +211,16 @@ def test_modules_to_not_convert_matching_is_transformers():
     ({"type": "linear", "factor": 2.0}, "rope scaling type 'linear' is not supported"),
     ({"rope_type": "llama3", "factor": 8.0}, "llama3 rope scaling lacks low_freq_factor"),
 ])
-def test_other_rope_scaling_is_refused_by_name(mirrors, tmp_path, rope, match):
-    folder = _edited(mirrors["llama3-8b"], tmp_path / "r", rope_scaling=rope)
+def test_other_rope_scaling_is_refused_by_name(llama_mirrors, tmp_path, rope, match):
+    folder = _edited(llama_mirrors["llama3-8b"], tmp_path / "r", rope_scaling=rope)
     with pytest.raises(InputError, match=match):
         load_model(folder)
 
 
-def test_cli_refusal_is_one_line(mirrors, tmp_path, capsys):
+def test_cli_refusal_is_one_line(llama_mirrors, tmp_path, capsys):
     from bitexport.cli import main
 
-    folder = _edited(mirrors["llama3-8b"], tmp_path / "r", rope_scaling={"rope_type": "dynamic", "factor": 2.0})
+    folder = _edited(llama_mirrors["llama3-8b"], tmp_path / "r", rope_scaling={"rope_type": "dynamic", "factor": 2.0})
     assert main(["export", str(folder), "--target", "desktop", "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("bitexport: error:")]

@@ -65,13 +65,7 @@ LOGIT_RTOL = 0.01
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The exports run faster on one torch thread on a shared 2-core machine (test_executorch.py)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _skip_or_fail(reason: str) -> None:

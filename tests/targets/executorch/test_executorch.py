@@ -55,14 +55,7 @@ EXACT_RTOL = 0.02
 INT4_RTOL = 0.05
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny reference runs ~100x faster on one thread than on two when the cores are shared
-    (OpenMP's spinning workers wait for each other); the ExecuTorch runs keep their own pool."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

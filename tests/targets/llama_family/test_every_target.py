@@ -29,34 +29,23 @@ from bitexport.api import export as export_bundle
 from bitexport.bundle.verify import verify_bundle
 from bitexport.formats import load_model
 from bitexport.targets.executorch.config import ExecutorchConfig
-from llama_family import MIRRORS, load_transformers, write_mirror
+from llama_family import MIRRORS, load_transformers
 
 MAX_SEQ = 96
 TIE_TOL = 0.05  # as tests/formats/test_load_llama_bitnet.py: bf16 ties flip int8 codes there
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def mirrors(tmp_path_factory):
-    root = tmp_path_factory.mktemp("llama-family-targets")
-    return {name: write_mirror(root / name, name) for name in MIRRORS}
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module", params=sorted(MIRRORS))
-def exported(request, mirrors, tmp_path_factory):
+def exported(request, llama_mirrors, tmp_path_factory):
     name = request.param
     out = tmp_path_factory.mktemp(f"bundles-{name}")
     mobile = "ios" if name == "falcon-e" else "android"
-    ios = export_bundle(mirrors[name], mobile, out / mobile, max_seq_len=MAX_SEQ)
-    desktop = export_bundle(mirrors[name], "desktop", out / "desktop", max_seq_len=MAX_SEQ)
-    return name, mirrors[name], ios, desktop
+    ios = export_bundle(llama_mirrors[name], mobile, out / mobile, max_seq_len=MAX_SEQ)
+    desktop = export_bundle(llama_mirrors[name], "desktop", out / "desktop", max_seq_len=MAX_SEQ)
+    return name, llama_mirrors[name], ios, desktop
 
 
 def _transformers_misses(folder, prompt: list[int], tokens: list[int]) -> list[tuple[int, float]]:
@@ -96,8 +85,8 @@ def test_every_target_exports_and_agrees(exported):
         assert report.verdict == "ok"
 
 
-def test_executorch_int4_carries_use_rms_norm(mirrors, tmp_path):
-    bundle = export_bundle(mirrors["falcon-e"], "android", tmp_path / "int4",
+def test_executorch_int4_carries_use_rms_norm(llama_mirrors, tmp_path):
+    bundle = export_bundle(llama_mirrors["falcon-e"], "android", tmp_path / "int4",
                            config=ExecutorchConfig(weights="int4"), max_seq_len=MAX_SEQ)
     [a] = verify_bundle(bundle.path).artifacts
     print(f"falcon-e int4: failures {a.failures}, max logit dev {a.max_logit_dev_rel:.4f}")
@@ -113,13 +102,13 @@ def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
 
 @torch.no_grad()
 @pytest.mark.parametrize("name", sorted(MIRRORS))
-def test_coreml_module_matches_the_reference(mirrors, name):
+def test_coreml_module_matches_the_reference(llama_mirrors, name):
     """The module Core ML's converter traces, against the reference: prefill logits. Bound: the
     bitlinear look-alikes' bf16 scales meet exact int8 ties (see tests/formats), where Core ML's
     dequantize-then-matmul order decides them otherwise: measured up to ~1 %; 5 % as there."""
     from bitexport.targets.coreml.module import causal_mask, lower_for_coreml
 
-    loaded = load_model(mirrors[name], MAX_SEQ)
+    loaded = load_model(llama_mirrors[name], MAX_SEQ)
     loaded.model.last_logits_only = True
     toks = torch.randint(0, 320, (1, 20), generator=torch.Generator().manual_seed(0))
     want = loaded.model(toks, torch.tensor([0]))
@@ -129,8 +118,8 @@ def test_coreml_module_matches_the_reference(mirrors, name):
 
 
 @pytest.fixture(scope="module")
-def falcon_e(mirrors):
-    loaded = load_model(mirrors["falcon-e"], MAX_SEQ)
+def falcon_e(llama_mirrors):
+    loaded = load_model(llama_mirrors["falcon-e"], MAX_SEQ)
     loaded.model.last_logits_only = True
     toks = torch.randint(0, 320, (1, 20), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
