@@ -16,7 +16,7 @@ from onnx import numpy_helper
 
 from bitexport.api import export
 from bitexport.bench.quality import (
-    demo_validation_tokens,
+    demo_validation_text,
     onnx_step,
     perplexity,
     reference_logits,
@@ -124,12 +124,12 @@ def test_demo_validation_split(tmp_path):
     text = "".join(f"line {i} of the play\n" for i in range(200))
     corpus = tmp_path / "t.txt"
     corpus.write_text(text)
-    ids, chars = demo_validation_tokens(DEMO_MODEL / "tokenizer.json", corpus, max_tokens=None)
+    ids, text_out = demo_validation_text(DEMO_MODEL / "tokenizer.json", corpus, max_tokens=None)
     tail = text[text.index("\n", int(0.9 * len(text))) + 1:]  # the last tenth, from a line start
     assert Tokenizer.from_file(str(DEMO_MODEL / "tokenizer.json")).decode(ids) == tail
-    assert chars == len(tail) and tail.startswith("line 18")
+    assert text_out == tail and tail.startswith("line 18")
     with pytest.raises(InputError, match="not found"):
-        demo_validation_tokens(DEMO_MODEL / "tokenizer.json", tmp_path / "missing.txt")
+        demo_validation_text(DEMO_MODEL / "tokenizer.json", tmp_path / "missing.txt")
 
 
 # --- llama-perplexity's protocol and the GGUF's tokenizer --------------------------------------------

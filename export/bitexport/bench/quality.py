@@ -147,13 +147,6 @@ def demo_validation_text(tokenizer_path: str | Path, data_path: str | Path | Non
     return ids, tok.decode(ids)
 
 
-def demo_validation_tokens(tokenizer_path: str | Path, data_path: str | Path | None = None,
-                           max_tokens: int | None = DEFAULT_MAX_TOKENS) -> tuple[list[int], int]:
-    """(token ids, characters they cover) of the demo model's validation split."""
-    ids, text = demo_validation_text(tokenizer_path, data_path, max_tokens)
-    return ids, len(text)
-
-
 def random_tokens(vocab_size: int, n: int, seed: int = 0) -> list[int]:
     rng = np.random.default_rng(seed)
     return rng.integers(3, vocab_size, size=n).tolist()  # ids 0-2: special tokens in most vocabularies
@@ -298,5 +291,5 @@ def llamacpp_quality(recs: list, results: dict, lc, text: str | None, model_path
     return info
 
 
-__all__ = ["Perplexity", "attach", "demo_validation_text", "demo_validation_tokens", "llamacpp_quality", "executorch_step", "onnx_step", "perplexity",
+__all__ = ["Perplexity", "attach", "demo_validation_text", "llamacpp_quality", "executorch_step", "onnx_step", "perplexity",
            "random_tokens", "reference_logits", "relative_difference", "stepwise", "suite_quality", "windows"]
